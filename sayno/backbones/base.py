@@ -1,0 +1,169 @@
+"""The one interface every CLIP in sayno is used through.
+
+A :class:`Backbone` is a *frozen* CLIP in eval mode: an image tower and a text tower that map into one
+joint space of size ``embed_dim``. Loaders (``open_clip``, ``hf``, ``embedded``) live next to this file and
+are reached through :func:`sayno.load`.
+
+Shapes: N = batch, D = ``embed_dim``, L = ``num_text_layers``, T = ``context_length``, W = text width.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class BackboneError(ValueError):
+    """A spec, file or checkpoint that cannot be turned into a working backbone."""
+
+
+class TruncationWarning(UserWarning):
+    """A caption was longer than the model's context and was cut."""
+
+
+def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """Stable 16-hex-digit fingerprint of a state dict: names, shapes and fp32 values, order-independent.
+
+    The same weights give the same fingerprint whatever file format or precision they were stored in
+    after conversion to fp32, so a fp16 copy of a model has its own fingerprint (its values differ).
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not torch.is_tensor(t):
+            continue
+        t = t.detach().to("cpu")
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        if t.is_floating_point():
+            t = t.float()
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class TextTower(nn.Module, abc.ABC):
+    """A view on a CLIP's text tower that exposes its input embeddings and every layer.
+
+    It references the backbone's own modules (no copy); ``copy.deepcopy(tower)`` makes a trainable copy
+    (CLIPN's "no" encoder does exactly that).
+    """
+
+    width: int
+    context_length: int
+    num_layers: int
+
+    @abc.abstractmethod
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> (N, T, W) token + position embeddings (the transformer's input)."""
+
+    @abc.abstractmethod
+    def forward(
+        self, tokens: torch.Tensor, extra: torch.Tensor | None = None, all_layers: bool = False
+    ) -> torch.Tensor:
+        """Projected end-of-text features, not normalised.
+
+        tokens: (N, T) ids. extra: optional (T, W) or (N, T, W) added to ``embed(tokens)`` (learnable
+        prompts). Returns (N, D), or (N, L, D) with ``all_layers`` (the end-of-text token after every
+        transformer layer, each through the final layer norm and the projection; the last equals (N, D)).
+        """
+
+
+class Backbone(abc.ABC):
+    """A frozen CLIP. Subclasses set the attributes below in ``__init__``."""
+
+    spec: str  # the spec it was loaded from, e.g. "open_clip:ViT-B-32/openai" or "embedded"
+    fingerprint: str  # weights_fingerprint() of the loaded weights
+    device: torch.device
+    dtype: torch.dtype
+    embed_dim: int
+    context_length: int
+    num_text_layers: int
+    image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+
+    # ---- to implement -------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def logit_scale(self) -> float:
+        """The model's own (exponentiated) logit scale, e.g. 100.0 for OpenAI CLIP."""
+
+    @abc.abstractmethod
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """One PIL image -> (3, H, W) float tensor: resize, centre crop, the model's own mean/std."""
+
+    @abc.abstractmethod
+    def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
+        """Token ids (N, T) and, per text, its untruncated length in tokens (incl. start/end)."""
+
+    @abc.abstractmethod
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) preprocessed pixels on device -> (N, D) unnormalised image features."""
+
+    @abc.abstractmethod
+    def text_tower(self) -> TextTower:
+        """The text tower as a :class:`TextTower` (shares weights with this backbone)."""
+
+    # ---- shared behaviour ---------------------------------------------------------------------------
+    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Texts -> (N, T) token ids. Texts longer than the context are truncated with a warning."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        tokens, lengths = self._tokenize(texts)
+        too_long = [t for t, n in zip(texts, lengths) if n > self.context_length]
+        if too_long:
+            warnings.warn(
+                f"{len(too_long)} caption(s) longer than the context of {self.context_length} tokens were "
+                f"truncated, e.g. {too_long[0][:80]!r}",
+                TruncationWarning,
+                stacklevel=2,
+            )
+        return tokens
+
+    def _pixels(self, images: torch.Tensor | Iterable[Image.Image]) -> torch.Tensor:
+        if torch.is_tensor(images):
+            pixels = images
+        else:
+            pixels = torch.stack([self.preprocess(im) for im in images])
+        return pixels.to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor | Sequence[Image.Image], normalize: bool = True) -> torch.Tensor:
+        """PIL images or preprocessed (N, 3, H, W) pixels -> (N, D) float32 features on ``device``."""
+        f = self._encode_pixels(self._pixels(images)).float()
+        return nn.functional.normalize(f, dim=-1) if normalize else f
+
+    @torch.no_grad()
+    def encode_text(self, texts: str | Sequence[str], normalize: bool = True) -> torch.Tensor:
+        """Captions -> (N, D) float32 features on ``device``."""
+        tokens = self.tokenize(texts).to(self.device)
+        f = self.text_tower()(tokens).float()
+        return nn.functional.normalize(f, dim=-1) if normalize else f
+
+    @torch.no_grad()
+    def encode_text_layers(self, texts: str | Sequence[str], normalize: bool = True) -> torch.Tensor:
+        """Captions -> (N, L, D): the end-of-text token of every text layer, in the joint space."""
+        tokens = self.tokenize(texts).to(self.device)
+        f = self.text_tower()(tokens, all_layers=True).float()
+        return nn.functional.normalize(f, dim=-1) if normalize else f
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(spec={self.spec!r}, fingerprint={self.fingerprint!r}, "
+            f"embed_dim={self.embed_dim}, device={self.device}, dtype={self.dtype})"
+        )
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    """Detached float32 numpy copy of a tensor."""
+    return x.detach().float().cpu().numpy()

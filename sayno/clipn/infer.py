@@ -1,0 +1,248 @@
+"""CLIPN inference: template-ensembled class prompts per tower, ``p_yes``/``p_no``, and the CTW and ATD rules.
+
+Shapes: N images, C classes, D joint space. Image features ``f`` and class features ``g`` (frozen tower) and
+``gno`` ("no" encoder) are L2-normalised; ``s`` is the backbone's logit scale.
+
+- ``p = softmax(s * f.g)`` over the C classes; ``p_yes_j = sigmoid(s * (f.g_j - f.gno_j))``; ``p_no = 1 - p_yes``.
+- CTW (competing-to-win): ``c = argmax p``; OOD iff ``p_no_c > 0.5``; score ``p_yes_c``.
+- ATD (agreeing-to-differ): ``p_ood = sum_j p_no_j p_j``; OOD iff ``p_ood > max_j p_yes_j p_j``; score
+  ``1 - p_ood``.
+
+Both scores are higher = more in-distribution. Degenerate inputs: with one class, ``p = 1`` and ATD reduces to
+CTW (OOD iff ``p_no > p_yes``, i.e. ``p_no > 0.5``); ties in ``p`` pick the lowest class index; a decision
+exactly on the boundary (``p_no_c == 0.5`` or ``p_ood == max_j p_yes_j p_j``) is ID.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sayno.backbones.base import Backbone, TruncationWarning
+from sayno.clipn.model import ClipnError, NoTextEncoder
+
+TEMPLATES_FILE = "clipn_templates.json"
+
+
+# ------------------------------------------------------------------------------------------ pure maths
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = logits - logits.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for any x
+
+
+def clipn_probs(f: np.ndarray, g: np.ndarray, gno: np.ndarray, logit_scale: float,
+                bias: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D), (C, D), (C, D) -> ``p`` (N, C) class softmax and ``p_yes`` (N, C); ``bias`` is the learned
+    logit bias of ``p_yes`` (0 in the reference)."""
+    f, g, gno = (np.asarray(a, dtype=np.float64) for a in (f, g, gno))
+    sim = f @ g.T
+    return softmax(logit_scale * sim), sigmoid(logit_scale * (sim - f @ gno.T) + bias)
+
+
+@dataclass
+class Decision:
+    """Per image: ``pred`` class index (N,), ``is_ood`` (N,) bool, ``score`` (N,) higher = more ID, and
+    ``margin`` (N,): positive = ID under the rule (the decision function)."""
+
+    pred: np.ndarray
+    is_ood: np.ndarray
+    score: np.ndarray
+    margin: np.ndarray
+
+
+def ctw(p: np.ndarray, p_yes: np.ndarray) -> Decision:
+    """Competing-to-win: the winning class says yes or no. p, p_yes: (N, C)."""
+    c = p.argmax(axis=1)
+    yes_c = p_yes[np.arange(len(c)), c]
+    margin = yes_c - 0.5  # = 0.5 - p_no_c
+    return Decision(c, margin < 0, yes_c, margin)
+
+
+def atd(p: np.ndarray, p_yes: np.ndarray) -> Decision:
+    """Agreeing-to-differ: OOD when the classes' "no" mass beats every class's "yes" mass. p, p_yes: (N, C)."""
+    p_ood = ((1.0 - p_yes) * p).sum(axis=1)
+    best = (p_yes * p).max(axis=1)
+    margin = best - p_ood
+    return Decision(p.argmax(axis=1), margin < 0, 1.0 - p_ood, margin)
+
+
+RULES: dict[str, Callable[[np.ndarray, np.ndarray], Decision]] = {"ctw": ctw, "atd": atd}
+
+
+# ------------------------------------------------------------------------------------------ templates
+def load_templates(path: str | Path | None = None) -> dict:
+    """The versioned template file (default ``sayno/templates/clipn_templates.json``)."""
+    if path is None:
+        data = json.loads(resources.files("sayno.templates").joinpath(TEMPLATES_FILE).read_text())
+    else:
+        data = json.loads(Path(path).read_text())
+    for key in ("name", "version", "affirmative", "no", "no_captions"):
+        if key not in data:
+            raise ClipnError(f"template file {path or TEMPLATES_FILE} has no {key!r}")
+    return data
+
+
+def fill_template(template: str, name: str) -> str:
+    """``"a photo of {a}"`` + ``"apple"`` -> ``"a photo of an apple"``; ``{}`` is the bare name."""
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return template.replace("{a}", f"{article} {name}").replace("{}", name)
+
+
+def class_prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """C x K prompts, class-major (class 0 with every template, then class 1, ...)."""
+    if not templates:
+        raise ClipnError("no prompt templates")
+    return [fill_template(t, c) for c in class_names for t in templates]
+
+
+def ensemble(features: torch.Tensor | np.ndarray, n_classes: int) -> np.ndarray:
+    """(C*K, D) class-major prompt features -> (C, D): mean of the normalised features, normalised again."""
+    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    x = F.normalize(x, dim=-1).view(n_classes, -1, x.shape[-1]).mean(1)
+    return F.normalize(x, dim=-1).numpy()
+
+
+class DuplicateClassError(ClipnError):
+    """Two class names give the model exactly the same input (identical tokens for every template)."""
+
+
+def check_distinct_classes(tokenize: Callable[[list[str]], torch.Tensor], class_names: Sequence[str],
+                           templates: Sequence[str]) -> None:
+    """Raise :class:`DuplicateClassError` if two classes tokenize to the same text under every template.
+
+    Such classes are indistinguishable for CLIP (e.g. "Apple" and "apple" with a lower-casing tokenizer, or
+    names cut at the same place by the context length); their softmax mass would be split at random.
+    """
+    if len(class_names) == 0:
+        raise ClipnError("no class names")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        tok = tokenize(class_prompts(class_names, templates)).cpu()
+    rows = tok.view(len(class_names), -1)
+    seen: dict[bytes, int] = {}
+    clashes = []
+    for i, r in enumerate(rows):
+        key = r.numpy().tobytes()
+        if key in seen:
+            clashes.append((class_names[seen[key]], class_names[i]))
+        else:
+            seen[key] = i
+    if clashes:
+        pairs = "; ".join(f"{a!r} = {b!r}" for a, b in clashes[:5])
+        raise DuplicateClassError(f"class names that tokenize to the same text: {pairs} (rename or merge them)")
+
+
+# ------------------------------------------------------------------------------------------ the model
+@dataclass
+class ClassTexts:
+    """Ensembled class features: ``yes`` (C, D) from the frozen tower, ``no`` (C, D) from the "no" encoder,
+    and the model's ``p_yes`` logit bias."""
+
+    names: list[str]
+    yes: np.ndarray
+    no: np.ndarray
+    bias: float = 0.0
+
+
+class Clipn:
+    """A frozen backbone plus a trained "no" encoder: class features, probabilities and decisions.
+
+    >>> clipn = load_clipn("clipn.safetensors", backbone)            # doctest: +SKIP
+    >>> texts = clipn.class_texts(["dog", "cat"])                     # doctest: +SKIP
+    >>> d = clipn.decide(image_features, texts, rule="atd")           # doctest: +SKIP
+    """
+
+    def __init__(self, backbone: Backbone, encoder: NoTextEncoder, config: dict | None = None,
+                 templates: dict | None = None):
+        self.backbone = backbone
+        self.encoder = encoder.eval()
+        self.config = dict(config or {})
+        self.templates = templates or load_templates()
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.backbone.logit_scale)
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str], fn: Callable[[torch.Tensor], torch.Tensor], batch: int = 256) -> np.ndarray:
+        out = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncationWarning)
+            for i in range(0, len(texts), batch):
+                tokens = self.backbone.tokenize(texts[i:i + batch]).to(self.backbone.device)
+                out.append(fn(tokens).float().cpu())
+        return torch.cat(out).numpy()
+
+    def class_texts(self, class_names: Sequence[str]) -> ClassTexts:
+        """Template-ensembled features of both towers for C class names."""
+        names = list(class_names)
+        aff = self.templates["affirmative"]
+        check_distinct_classes(self.backbone.tokenize, names, aff)
+        tower = self.backbone.text_tower()
+        yes = ensemble(self._encode(class_prompts(names, aff), lambda t: tower(t)), len(names))
+        if self.encoder.variant == "learnable":
+            no_prompts = class_prompts(names, aff)
+            no = ensemble(self._encode(no_prompts, lambda t: self.encoder(t, "mean")), len(names))
+        else:
+            no_prompts = class_prompts(names, self.templates["no"])
+            no = ensemble(self._encode(no_prompts, lambda t: self.encoder(t, None)), len(names))
+        return ClassTexts(names, yes, no, self.encoder.yes_bias)
+
+    def probabilities(self, image_features: np.ndarray, texts: ClassTexts) -> tuple[np.ndarray, np.ndarray]:
+        """``p`` and ``p_yes``, each (N, C), for normalised image features (N, D)."""
+        return clipn_probs(image_features, texts.yes, texts.no, self.logit_scale, texts.bias)
+
+    def decide(self, image_features: np.ndarray, texts: ClassTexts, rule: str = "atd") -> Decision:
+        if rule not in RULES:
+            raise ClipnError(f"unknown CLIPN rule {rule!r}: use ctw or atd")
+        return RULES[rule](*self.probabilities(image_features, texts))
+
+
+# ------------------------------------------------------------------------------------------ the practitioner's tool
+def predict_images(backbone: Backbone, checkpoint, class_names, images: Sequence, *, rule: str = "atd",
+                   threshold: float | None = None, cache=None) -> tuple[list[dict], list]:
+    """Per image ``{"image", "class", "class_index", "decision": "ID" | "OOD", "score", "margin"}`` and the
+    unreadable files (BadRows). ``images``: files or folders (searched for images); ``class_names``: a list
+    or a file; ``checkpoint``: a path or a loaded :class:`Clipn`. ``threshold``: decide ID iff
+    ``score >= threshold`` instead of the rule (margin = score - threshold)."""
+    from sayno.clipn.checkpoint import load_clipn
+    from sayno.data import DataError, read_class_names
+    from sayno.features import encode_images
+    from sayno.ood.bench import collect_images
+
+    if rule not in RULES:
+        raise ClipnError(f"unknown CLIPN rule {rule!r}: use ctw or atd")
+    names = read_class_names(class_names) if isinstance(class_names, (str, Path)) else list(class_names)
+    model = checkpoint if isinstance(checkpoint, Clipn) else load_clipn(checkpoint, backbone)
+    paths: list[Path] = []
+    for item in images:
+        p = Path(item)
+        paths.extend(collect_images(p) if p.is_dir() else [p])
+    if not paths:
+        raise DataError("no images given")
+    res = encode_images(backbone, paths, cache=cache, progress=False)
+    texts = model.class_texts(names)
+    rows: list[dict] = []
+    ok = np.flatnonzero(res.ok_mask)
+    if ok.size:
+        d = model.decide(res.features[ok], texts, rule)
+        if threshold is not None:
+            d = Decision(d.pred, d.score < threshold, d.score, d.score - threshold)
+        for j, i in enumerate(ok):
+            rows.append({"image": str(paths[i]), "class": names[int(d.pred[j])], "class_index": int(d.pred[j]),
+                         "decision": "OOD" if d.is_ood[j] else "ID", "score": float(d.score[j]),
+                         "margin": float(d.margin[j])})
+    return rows, list(res.bad)

@@ -1,0 +1,350 @@
+"""Train CLIPN's "no" encoder on image-caption pairs, on one CPU or across ``torchrun`` processes.
+
+What trains: the "no" encoder (a copy of the text tower, vocabulary table frozen) and its prompts. What
+does not: the image tower, the original text tower and the logit scale, so their outputs are computed
+once, through :mod:`sayno.features` (cached on disk by the backbone's fingerprint), and every step runs only
+the "no" encoder: for the embedded model a step costs about as much as one text-tower forward and backward.
+
+Determinism and resuming: the epoch's permutation and the step's prompt come from ``default_rng([seed,
+epoch])`` and ``default_rng([seed, step])``, the learning rate is a function of the step (linear warm-up,
+then cosine), so a run resumed from its state file continues exactly as if uninterrupted, and W processes
+take the same global batches as one (rank r takes the r-th slice of each global batch).
+
+Many processes: launched by ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised here
+(gloo on CPU, nccl on CUDA), the encoder is wrapped in DDP and the loss is
+:func:`~sayno.clipn.losses.gathered_clipn_loss`. Only rank 0 writes files and shows progress.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+from sayno.backbones.base import Backbone, TruncationWarning
+from sayno.clipn.checkpoint import save_clipn
+from sayno.clipn.infer import load_templates
+from sayno.clipn.losses import caption_ids, gathered_clipn_loss
+from sayno.clipn.model import ClipnError, NoTextEncoder
+from sayno.data.errors import BadRow, DataError
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the trained weights (recorded in the checkpoint)."""
+
+    variant: str = "learnable"  # learnable | handcrafted
+    n_prompts: int = 16
+    epochs: int = 10
+    batch_size: int = 256  # global batch, split over processes
+    lr: float = 1e-3
+    weight_decay: float = 0.2
+    warmup: float = 0.05  # share of the steps with a linear warm-up
+    seed: int = 0
+    mean_prompt_prob: float = 0.0  # share of steps that use the prompts' mean instead of one sampled prompt
+    mask_same_text: bool = True  # pairs with identical captions are not negatives
+    train_token_embedding: bool = False
+    learn_bias: bool = True  # a learned logit bias b in p_yes = sigmoid(s (f.g - f.gno) + b) (not in the reference)
+    bias_lr: float = 1.0  # the bias's own peak learning rate (it lives on the logit scale: tens of units)
+    max_pairs: int | None = None  # use the first N pairs only (quick runs)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TrainData:
+    """Cached frozen features of the training pairs. f, g: (N, D) normalised; tokens_no: (N, T)."""
+
+    f: torch.Tensor
+    g: torch.Tensor
+    tokens_no: torch.Tensor
+    captions: list[str]
+    text_ids: torch.Tensor
+    signature: str
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def read_caption_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None
+                       ) -> tuple[list[Path], list[str], list[BadRow]]:
+    """``filepath,caption`` CSV -> image paths (relative ones resolved against ``root`` or the CSV's
+    folder), captions, and the rows dropped (empty path or caption, wrong field count)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such caption file")
+    base = Path(root) if root is not None else path.parent
+    paths, caps, bad = [], [], []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in ("filepath", "caption") if c not in header]
+        if missing:
+            raise DataError(f"{path}: caption file is missing column(s) {', '.join(missing)}")
+        ip, ic = header.index("filepath"), header.index("caption")
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not v.strip() for v in row):
+                continue
+            if len(row) != len(header):
+                bad.append(BadRow(str(path), line, f"record has {len(row)} field(s), the header has {len(header)}"))
+                continue
+            fp, cap = row[ip].strip(), " ".join(row[ic].split())
+            if not fp or not cap:
+                bad.append(BadRow(str(path), line, "empty filepath or caption"))
+                continue
+            p = Path(fp).expanduser()
+            paths.append(p if p.is_absolute() else base / p)
+            caps.append(cap)
+    if not caps:
+        raise DataError(f"{path}: no usable image-caption pairs")
+    return paths, caps, bad
+
+
+def no_captions(captions: list[str], templates: list[str]) -> list[str]:
+    """What the hand-crafted "no" encoder reads for each caption (template chosen by the row index)."""
+    return [templates[i % len(templates)].replace("{}", c) for i, c in enumerate(captions)]
+
+
+def prepare_data(backbone: Backbone, data: str | os.PathLike, config: TrainConfig, *, cache=None,
+                 progress: bool = True) -> TrainData:
+    """Read the pairs and compute (or load from ``cache``) the frozen image and caption features."""
+    from sayno.features import encode_images, encode_texts
+
+    paths, captions, bad = read_caption_pairs(data)
+    if config.max_pairs:
+        paths, captions = paths[: config.max_pairs], captions[: config.max_pairs]
+    img = encode_images(backbone, paths, cache=cache, progress=progress)
+    bad = bad + list(img.bad)
+    keep = np.flatnonzero(img.ok_mask)
+    if keep.size < 2:
+        raise DataError(f"{data}: fewer than two readable image-caption pairs")
+    captions = [captions[i] for i in keep]
+    f = torch.from_numpy(np.ascontiguousarray(img.features[keep]))
+    g = torch.from_numpy(encode_texts(backbone, captions, cache=cache, progress=progress))
+    no_text = captions if config.variant == "learnable" else no_captions(captions, load_templates()["no_captions"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        tokens = backbone.tokenize(no_text).cpu()
+    sig = hashlib.sha1("\n".join(f"{paths[i]}\t{captions[j]}" for j, i in enumerate(keep)).encode()).hexdigest()
+    return TrainData(f, g, tokens, captions, caption_ids(captions), sig[:16], bad)
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+def lr_at(step: int, total: int, config: TrainConfig) -> float:
+    """Linear warm-up over ``warmup * total`` steps, then cosine decay to 0."""
+    warm = max(1, round(config.warmup * total))
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def batch_indices(n: int, batch: int, step: int, steps_per_epoch: int, seed: int) -> np.ndarray:
+    """The global batch of ``step``: a slice of the epoch's seeded permutation (last partial batch dropped)."""
+    epoch, k = divmod(step, steps_per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[k * batch:(k + 1) * batch]
+
+
+def step_prompt(step: int, config: TrainConfig, n_prompts: int) -> str | int | None:
+    if n_prompts == 0:
+        return None
+    rng = np.random.default_rng([config.seed, 1_000_003, step])
+    if rng.random() < config.mean_prompt_prob:
+        return "mean"
+    return int(rng.integers(n_prompts))
+
+
+# ---------------------------------------------------------------------------------------------- processes
+def dist_setup(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun with WORLD_SIZE > 1."""
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        return d.get_rank(), d.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        d.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return d.get_rank(), d.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+# ---------------------------------------------------------------------------------------------- training
+def state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".state.pt")
+
+
+def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: str | os.PathLike,
+                config: TrainConfig | None = None, *, cache=None, progress: bool = True, overwrite: bool = False,
+                console: Console | None = None, save_every: int = 100, stop_after: int | None = None,
+                on_step: Callable[[dict], None] | None = None) -> dict:
+    """Train, save the checkpoint to ``out`` and return a summary dict.
+
+    An interrupted run leaves ``<out>.state.pt`` (every ``save_every`` steps); calling again with the same
+    config and data resumes from it. An existing ``out`` without a state file is refused unless
+    ``overwrite``. ``stop_after``: stop (keeping the state file) after that many steps in total, to test
+    resuming. Returns ``{"steps", "epochs", "final_loss", "seconds", "history", "resumed_from", ...}``.
+    """
+    config = config or TrainConfig()
+    out = Path(out)
+    device = backbone.device
+    rank, world = dist_setup(device)
+    console = console or Console(stderr=True)
+    show = progress and rank == 0
+    if config.batch_size % world:
+        raise ClipnError(f"batch size {config.batch_size} is not divisible by {world} processes")
+    sp = state_path(out)
+    if rank == 0 and out.exists() and not sp.exists() and not overwrite:
+        raise ClipnError(f"{out} exists; pass overwrite=True (--overwrite) to train again")
+
+    # frozen features: rank 0 fills the cache first, the others read it
+    if isinstance(data, TrainData):
+        td = data
+    else:
+        if rank == 0:
+            td = prepare_data(backbone, data, config, cache=cache, progress=show)
+        _barrier(world)
+        if rank != 0:
+            td = prepare_data(backbone, data, config, cache=cache, progress=False)
+    n = len(td)
+    batch = min(config.batch_size, n - n % world) if n < config.batch_size else config.batch_size
+    if batch < max(2, world):
+        raise ClipnError(f"{n} pairs are too few for {world} process(es)")
+    steps_per_epoch = n // batch
+    total = steps_per_epoch * config.epochs
+    local = batch // world
+    s = float(backbone.logit_scale)
+
+    encoder = NoTextEncoder.from_backbone(backbone, variant=config.variant, n_prompts=config.n_prompts,
+                                          train_token_embedding=config.train_token_embedding,
+                                          learn_bias=config.learn_bias)
+    params = encoder.parameters_to_train()
+    decay = [p for p in params if p.ndim >= 2 and p is not encoder.prompts]
+    no_decay = [p for p in params if not any(p is q for q in decay) and p is not encoder.bias]
+    groups = [{"params": decay, "weight_decay": config.weight_decay, "lr_scale": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    if encoder.bias is not None:
+        groups.append({"params": [encoder.bias], "weight_decay": 0.0, "lr_scale": config.bias_lr / config.lr})
+    opt = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    start, history, elapsed, resumed_from = 0, [], 0.0, None
+    cfg_dict = asdict(config)
+    if sp.exists():
+        state = torch.load(sp, map_location="cpu", weights_only=False)
+        if overwrite:
+            state = None
+        elif state.get("config") != cfg_dict or state.get("fingerprint") != backbone.fingerprint \
+                or state.get("data") != td.signature:
+            raise ClipnError(f"{sp}: an unfinished run with another config, backbone or data; pass overwrite=True "
+                             "to start again")
+        if state is not None:
+            encoder.load_trainable_state(state["encoder"])
+            opt.load_state_dict(state["optimizer"])
+            start, history, elapsed = int(state["step"]), list(state["history"]), float(state["seconds"])
+            resumed_from = start
+    model: torch.nn.Module = encoder
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            encoder, device_ids=[device.index] if device.type == "cuda" and device.index is not None else None)
+
+    f_all, g_all = td.f.to(device), td.g.to(device)
+    tokens_all, ids_all = td.tokens_no.to(device), td.text_ids.to(device)
+    t0 = time.time() - elapsed
+    last = None
+
+    def save_state(step: int) -> None:
+        if rank != 0:
+            return
+        tmp = sp.with_name(sp.name + ".tmp")
+        torch.save({"step": step, "encoder": {k: v.cpu() for k, v in encoder.trainable_state().items()},
+                    "optimizer": opt.state_dict(), "config": cfg_dict, "fingerprint": backbone.fingerprint,
+                    "data": td.signature, "history": history, "seconds": time.time() - t0}, tmp)
+        os.replace(tmp, sp)
+
+    bar = None
+    if show:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("CLIPN {task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
+        bar.start()
+        task = bar.add_task(f"epochs {config.epochs}", total=total, completed=start, loss="-")
+    model.train()
+    end = total if stop_after is None else min(total, stop_after)
+    try:
+        for step in range(start, end):
+            idx = batch_indices(n, batch, step, steps_per_epoch, config.seed)
+            mine = torch.as_tensor(idx[rank * local:(rank + 1) * local], device=device)
+            lr = lr_at(step, total, config)
+            for group in opt.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            gno = F.normalize(model(tokens_all[mine], step_prompt(step, config, encoder.n_prompts)), dim=-1)
+            losses = gathered_clipn_loss(f_all[mine], g_all[mine], gno, s,
+                                         text_ids=ids_all[mine] if config.mask_same_text else None,
+                                         bias=encoder.bias if encoder.bias is not None else 0.0)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            opt.step()
+            last = {k: round(float(v.detach()), 5) for k, v in losses.items()}
+            if step % 10 == 0 or step == total - 1:
+                rec = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "lr": lr, **last,
+                       "seconds": round(time.time() - t0, 1)}
+                history.append(rec)
+                if on_step is not None:
+                    on_step(rec)
+            if bar is not None:
+                bar.update(task, advance=1, loss=f"{last['loss']:.4f}")
+            if save_every and (step + 1) % save_every == 0 and step + 1 < total:
+                save_state(step + 1)
+    finally:
+        if bar is not None:
+            bar.stop()
+    seconds = time.time() - t0
+    summary = {"steps": end, "total_steps": total, "epochs": config.epochs, "pairs": n, "batch_size": batch,
+               "processes": world, "final": last, "seconds": round(seconds, 1), "history": history,
+               "resumed_from": resumed_from, "bad_rows": len(td.bad_rows), "data": str(data if not isinstance(
+                   data, TrainData) else "<features>"), "data_signature": td.signature}
+    if end < total:  # stopped early on purpose: keep the state for resuming
+        save_state(end)
+        return summary
+    if rank == 0:
+        templates = load_templates()
+        training = {k: v for k, v in summary.items() if k != "history"}
+        training.update(config=cfg_dict, date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        loss_curve=[(h["step"], h["loss"]) for h in history][-50:])
+        save_clipn(out, encoder, backbone,
+                   {"templates": {"name": templates["name"], "version": templates["version"]},
+                    "train_token_embedding": config.train_token_embedding, "learn_bias": config.learn_bias,
+                    "logit_scale": s}, training)
+        if sp.exists():
+            sp.unlink()
+    _barrier(world)
+    summary["checkpoint"] = str(out)
+    return summary
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1)

@@ -1,0 +1,268 @@
+"""Run benchmarks from specs and paths, write one JSON per (model, dataset, task), and print tables.
+
+This is what the CLI calls; it reads the datasets, loads the backbone and the methods, and returns plain
+dicts (JSON-ready) so results can be aggregated later with :func:`read_results`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import sayno
+from sayno.backbones import Backbone, load
+from sayno.data import read_ccneg, read_image_folder, read_mcq_csv, read_retrieval_csv, report_bad_rows
+from sayno.eval import benchmarks as B
+from sayno.features import FeatureCache
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED_GLASSES = WEIGHTS / "glasses-embedded.safetensors"
+SHIPPED_CLIPN = WEIGHTS / "clipn-embedded.safetensors"
+
+TASKS = ("zeroshot", "mcq", "ccneg", "retrieval")
+
+
+def default_world_dir(style: str = "openmoji", seed: int = 0) -> Path:
+    base = os.environ.get("SAYNO_WORLD")
+    if base:
+        return Path(base) if style == "openmoji" else Path(f"{base}-{style}")
+    return Path.home() / ".cache" / "sayno" / f"world-{style}-{seed}"
+
+
+def methods_for(backbone: Backbone, glasses: Path | None) -> list[B.Method]:
+    """Plain CLIP, plus CLIPGlasses when a checkpoint is given."""
+    methods = [B.plain(backbone)]
+    if glasses is not None:
+        from sayno.glasses import load_glasses
+
+        g = load_glasses(glasses, backbone)
+        methods.append(B.Method("CLIPGlasses", backbone, g.scorer()))
+    return methods
+
+
+def _read(task: str, data: Path, root: Path | None, classes: Path | None):
+    if task == "zeroshot":
+        from sayno.data import read_class_names
+
+        return read_image_folder(data, read_class_names(classes) if classes else None)
+    if task == "mcq":
+        return read_mcq_csv(data, root)
+    if task == "ccneg":
+        return read_ccneg(data, root)
+    if task == "retrieval":
+        return read_retrieval_csv(data, root)
+    raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+
+
+RUNNERS: dict[str, Callable] = {"zeroshot": B.run_zeroshot, "mcq": B.run_mcq, "ccneg": B.run_ccneg,
+                                "retrieval": B.run_retrieval}
+
+
+def _run(task: str, methods: list[B.Method], dataset, data_path: Path, cache: FeatureCache | None,
+         progress: bool, console: Console | None, extra: dict | None = None) -> dict:
+    bad = list(getattr(dataset, "bad_rows", []))
+    kwargs = {"cache": cache, "progress": progress}
+    templates = None
+    if task == "zeroshot":
+        templates = B.load_templates("zeroshot")
+        kwargs["templates"] = templates
+    metrics = RUNNERS[task](methods, dataset, **kwargs)
+    if bad and console is not None:
+        report_bad_rows(bad, console)
+    bb = methods[0].backbone
+    result = {
+        "task": task, "dataset": str(data_path), "model": bb.spec, "fingerprint": bb.fingerprint,
+        "methods": metrics, "bad_rows": len(bad), "sayno_version": sayno.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if templates is not None:
+        result["templates"] = templates
+    if extra:
+        result.update(extra)
+    return result
+
+
+def evaluate(task: str, *, model: str, data: Path, root: Path | None = None, glasses: Path | None = None,
+             classes: Path | None = None, device: str = "cpu", precision: str = "fp32", use_cache: bool = True,
+             progress: bool = True, console: Console | None = None) -> dict:
+    """One benchmark on one dataset: ``{"task", "dataset", "model", "methods": {name: metrics}, ...}``."""
+    if task not in RUNNERS:
+        raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    dataset = _read(task, Path(data), root, classes)
+    backbone = load(model, device=device, precision=precision)
+    methods = methods_for(backbone, glasses)
+    cache = FeatureCache.default() if use_cache else None
+    return _run(task, methods, dataset, Path(data), cache, progress, console,
+                {"glasses": str(glasses) if glasses else None})
+
+
+def ensure_world(folder: Path, style: str, parts: tuple[str, ...], console: Console | None) -> Path:
+    """Build the world's evaluation parts into ``folder`` unless a complete build is already there."""
+    from sayno.world import WorldConfig, build_world
+
+    manifest = folder / "world.json"
+    if manifest.exists():
+        have = set(json.loads(manifest.read_text()).get("parts", {}))
+        if set(parts) <= have:
+            return folder
+    if console is not None:
+        console.print(f"building the emoji world ({style}) in {folder} ...")
+    build_world(folder, WorldConfig(style=style), parts=parts, progress=console is not None)
+    return folder
+
+
+def benchmark(*, world: Path | None = None, model: str = "embedded", device: str = "cpu", progress: bool = True,
+              console: Console | None = None) -> list[dict]:
+    """The main job: every world benchmark for plain CLIP and the shipped methods, in both art styles."""
+    backbone = load(model, device=device)
+    glasses = SHIPPED_GLASSES if (model == "embedded" and SHIPPED_GLASSES.exists()) else None
+    methods = methods_for(backbone, glasses)
+    cache = FeatureCache.default()
+    results = []
+    for style in ("openmoji", "noto"):
+        folder = Path(world) if (world is not None and style == "openmoji") else (
+            Path(f"{world}-{style}") if world is not None else default_world_dir(style))
+        ensure_world(folder, style, ("test", "classify", "ood"), console)
+        jobs = [("zeroshot", folder / "classify", None), ("mcq", folder / "mcq_test.csv", None),
+                ("ccneg", folder / "ccneg_test.csv", None), ("retrieval", folder / "retrieval_test.csv", None),
+                ("retrieval", folder / "retrieval_neg_test.csv", None)]
+        for task, path, classes in jobs:
+            dataset = _read(task, path, None, classes)
+            r = _run(task, methods, dataset, path, cache, progress, console, {"style": style})
+            results.append(r)
+    results.extend(_ood_results(backbone, cache, world, progress, console))
+    return results
+
+
+def _ood_results(backbone: Backbone, cache: FeatureCache, world: Path | None, progress: bool,
+                 console: Console | None) -> list[dict]:
+    try:
+        from sayno.ood.bench import world_ood_benchmark
+    except ImportError:
+        return []
+    clipn = SHIPPED_CLIPN if SHIPPED_CLIPN.exists() else None
+    folder = Path(world) if world is not None else default_world_dir("openmoji")
+    noto = Path(f"{world}-noto") if world is not None else default_world_dir("noto")
+    return [world_ood_benchmark(backbone, folder, noto_folder=noto, clipn=clipn, cache=cache, progress=progress)]
+
+
+# ---------------------------------------------------------------------------------------------- output
+def result_name(result: dict) -> str:
+    key = f"{result['model']}|{result['fingerprint']}|{result['dataset']}|{result['task']}"
+    return f"{result['task']}-{Path(result['dataset']).stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.json"
+
+
+def write_result(result: dict, folder: Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / result_name(result)
+    path.write_text(json.dumps(result, indent=1))
+    return path
+
+
+def read_results(folder: Path) -> list[dict]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no results folder {folder}")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no result JSONs in {folder}")
+    return [json.loads(f.read_text()) for f in files]
+
+
+def _columns(results: list[dict]) -> list[str]:
+    cols: list[str] = []
+    for r in results:
+        for metrics in r["methods"].values():
+            for k, v in metrics.items():
+                if isinstance(v, float) and k not in cols:
+                    cols.append(k)
+    return cols
+
+
+def _title(r: dict) -> str:
+    style = f" [{r['style']}]" if r.get("style") else ""
+    return f"{r['task']}: {Path(r['dataset']).name}{style}"
+
+
+def print_result(result: dict, console: Console) -> None:
+    print_summary([result], console)
+
+
+def print_summary(results: list[dict], console: Console) -> None:
+    for r in results:
+        cols = _columns([r])
+        t = Table(title=_title(r), title_justify="left")
+        t.add_column("method")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for name, metrics in r["methods"].items():
+            t.add_row(name, *[f"{metrics[c]:.2f}" if c in metrics else "" for c in cols])
+        console.print(t)
+
+
+def markdown_tables(results: list[dict]) -> str:
+    out = []
+    for r in results:
+        cols = _columns([r])
+        out.append(f"### {_title(r)}\n")
+        out.append("| method | " + " | ".join(cols) + " |")
+        out.append("|---" * (len(cols) + 1) + "|")
+        for name, metrics in r["methods"].items():
+            out.append(f"| {name} | " + " | ".join(f"{metrics[c]:.2f}" if c in metrics else "" for c in cols) + " |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- main-job table
+SUMMARY_COLUMNS = (  # (header, task, dataset file stem, metric)
+    ("zero-shot top-1", "zeroshot", "classify", "top1"),
+    ("R@5 affirm.", "retrieval", "retrieval_test", "t2i_R@5"),
+    ("R@5 negated", "retrieval", "retrieval_neg_test", "t2i_R@5"),
+    ("MCQ", "mcq", "mcq_test", "accuracy"),
+    ("MCQ pos.", "mcq", "mcq_test", "positive"),
+    ("MCQ neg.", "mcq", "mcq_test", "negative"),
+    ("MCQ hybrid", "mcq", "mcq_test", "hybrid"),
+    ("CC-Neg", "ccneg", "ccneg_test", "accuracy"),
+)
+
+
+def summary_rows(results: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """{style: {method: {column header: value}}} for the negation benchmarks of the main job."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for r in results:
+        if r["task"] == "ood":
+            continue
+        stem = Path(r["dataset"]).stem if r["task"] != "zeroshot" else Path(r["dataset"]).name
+        for header, task, want_stem, metric in SUMMARY_COLUMNS:
+            if r["task"] == task and stem == want_stem:
+                for method, metrics in r["methods"].items():
+                    if metric in metrics:
+                        table.setdefault(r.get("style", "-"), {}).setdefault(method, {})[header] = metrics[metric]
+    return table
+
+
+def print_benchmark(results: list[dict], console: Console) -> None:
+    """The main job's tables: negation benchmarks per art style, then the OOD table."""
+    for style, rows in summary_rows(results).items():
+        t = Table(title=f"Negation benchmarks, emoji world test split, style {style} (accuracy / recall, %)",
+                  title_justify="left")
+        t.add_column("method")
+        headers = [h for h, *_ in SUMMARY_COLUMNS]
+        for h in headers:
+            t.add_column(h, justify="right")
+        for method, vals in rows.items():
+            t.add_row(method, *[f"{vals[h]:.1f}" if h in vals else "" for h in headers])
+        console.print(t)
+    for r in results:
+        if r["task"] == "ood":
+            from sayno.ood.bench import print_ood_table
+
+            print_ood_table(r, console)

@@ -1,0 +1,348 @@
+"""The OOD benchmark: every scorer on the same cached features, the papers' table, ROC curves and histograms.
+
+One row per method; per OOD set AUROC / FPR95 / AUPR-In / AUPR-Out (ID positive; FPR95 = share of OOD
+accepted while 95% of ID is accepted, the MCM/CLIPN/NegLabel convention; with ``openood_fpr`` also OpenOOD's
+mirror image, labelled "FPR95 (OpenOOD)"), their average over the OOD sets, and ID accuracy.
+
+Covariate shift (full-spectrum OOD, as OpenOOD v1.5's FS-OOD): a *shifted ID* set (same classes, another
+art style, e.g. the world's ``noto`` build) is still in-distribution. For each shifted set the table reports
+ID accuracy on it and AUROC / FPR95 with the shifted images as ID against the same OOD sets (averaged): a
+detector that flags style changes as OOD loses there.
+
+Degenerate inputs: an empty OOD set is listed with ``n = 0`` and no metrics (JSON null) and left out of the
+average; an OOD set or ID folder that does not exist is an error; unreadable images are dropped and counted
+(``bad_rows``); a method that cannot be fitted (NegLabel without a word list) is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+import sayno
+from sayno.backbones.base import Backbone
+from sayno.clipn.infer import Clipn
+from sayno.data import DataError, is_image_file, read_class_names, read_image_folder
+from sayno.ood.metrics import accuracy, fpr95_openood, ood_metrics
+from sayno.ood.scorers import MCM, MSP, ClipnATD, ClipnCTW, Energy, MaxLogit, NegLabel, OODScorer
+
+FPR_CONVENTION = "ID positive: share of OOD images accepted at the threshold that accepts 95% of ID images"
+BASELINES = ("MSP", "MaxLogit", "Energy", "MCM", "NegLabel")
+
+
+def collect_images(folder: str | os.PathLike) -> list[Path]:
+    """Every image file under ``folder`` (any depth, sorted; hidden files skipped). A missing folder raises."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such image folder")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(f))
+    return out
+
+
+def _features(backbone: Backbone, paths: Sequence[Path], cache, progress: bool, bad: list) -> tuple[np.ndarray,
+                                                                                                   np.ndarray]:
+    from sayno.features import encode_images
+
+    if not paths:
+        return np.zeros((0, backbone.embed_dim), dtype=np.float32), np.zeros(0, dtype=bool)
+    res = encode_images(backbone, list(paths), cache=cache, progress=progress)
+    bad.extend(res.bad)
+    return res.features[res.ok_mask], res.ok_mask
+
+
+def make_scorers(backbone: Backbone, names: Sequence[str], *, clipn: Mapping[str, Clipn] | None = None,
+                 words: Sequence[str] | None = None, methods: Sequence[str] | None = None, cache=None,
+                 notes: list[str] | None = None) -> list[tuple[str, OODScorer]]:
+    """(row name, fitted scorer) for the baselines and, per CLIPN model, CTW and ATD.
+
+    Class prompts are encoded once (template-ensembled) and shared by MSP, MaxLogit, Energy and MCM;
+    NegLabel uses its own single template; each CLIPN model encodes its two towers once for both rules.
+    A method that cannot be fitted for want of data (NegLabel without WordNet) is skipped with a note.
+    """
+    from sayno.clipn.infer import check_distinct_classes, class_prompts, ensemble, load_templates
+    from sayno.features import encode_texts
+
+    want = None if methods is None else {m.lower() for m in methods}
+
+    def wanted(row: str, name: str) -> bool:
+        return want is None or row.lower() in want or name.lower() in want
+
+    templates = load_templates()["affirmative"]
+    check_distinct_classes(backbone.tokenize, list(names), templates)
+    rows: list[tuple[str, OODScorer]] = []
+    plain = [c for c in (MSP, MaxLogit, Energy, MCM) if wanted(c.name, c.name)]
+    if plain:
+        feats = ensemble(encode_texts(backbone, class_prompts(names, templates), cache=cache, progress=False),
+                         len(names))
+        for cls in plain:
+            rows.append((cls.name, cls(logit_scale=backbone.logit_scale).fit(feats)))
+    if wanted("NegLabel", "NegLabel"):
+        try:
+            rows.append(("NegLabel", NegLabel(backbone=backbone, cache=cache, words=words).fit(list(names))))
+        except DataError as e:
+            if notes is not None:
+                notes.append(f"NegLabel skipped: {e}")
+    for label, model in (clipn or {}).items():
+        suffix = f" [{label}]" if label else ""
+        texts = None
+        for cls in (ClipnCTW, ClipnATD):
+            if wanted(cls.name + suffix, cls.name):
+                texts = texts or model.class_texts(list(names))
+                rows.append((cls.name + suffix, cls(clipn=model).fit(texts)))
+    return rows
+
+
+def _load_clipn(clipn, backbone: Backbone) -> dict[str, Clipn]:
+    from sayno.clipn.checkpoint import load_clipn
+
+    if clipn is None:
+        return {}
+    if isinstance(clipn, (str, os.PathLike, Clipn)):
+        clipn = {"": clipn}
+    return {k: (v if isinstance(v, Clipn) else load_clipn(v, backbone)) for k, v in clipn.items()}
+
+
+def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathLike, id_dir: str | os.PathLike,
+                 ood_dirs: Mapping[str, str | os.PathLike], *, clipn=None,
+                 shifted_id: Mapping[str, str | os.PathLike] | None = None, words: Sequence[str] | None = None,
+                 methods: Sequence[str] | None = None, cache=None, progress: bool = True,
+                 plots: str | os.PathLike | None = None, openood_fpr: bool = False,
+                 console: Console | None = None) -> dict:
+    """Run every method; returns the JSON-ready result (``task`` = ``"ood"``), writes PNGs into ``plots``.
+
+    clipn: a checkpoint path or loaded :class:`Clipn`, or ``{label: path}`` for several (rows get
+    ``[label]``; with several, ``CLIPN-CTW``/``CLIPN-ATD`` mean rows and ``std`` columns are added).
+    """
+    t_start = time.time()
+    names = read_class_names(class_names) if isinstance(class_names, (str, os.PathLike)) else list(class_names)
+    id_data = read_image_folder(id_dir, names)
+    bad: list = list(id_data.bad_rows)
+    f_id, ok = _features(backbone, id_data.image_paths, cache, progress, bad)
+    y_id = id_data.labels[ok]
+    ood_feats, ood_info = {}, {}
+    for set_name, d in ood_dirs.items():
+        paths = collect_images(d)
+        ood_feats[set_name], _ = _features(backbone, paths, cache, progress, bad)
+        ood_info[set_name] = {"path": str(d), "n": len(ood_feats[set_name])}
+    shifted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    shifted_info = {}
+    for set_name, d in (shifted_id or {}).items():
+        ds = read_image_folder(d, names)
+        bad.extend(ds.bad_rows)
+        fs, oks = _features(backbone, ds.image_paths, cache, progress, bad)
+        shifted[set_name] = (fs, ds.labels[oks])
+        shifted_info[set_name] = {"path": str(d), "n": len(fs)}
+    if len(f_id) == 0:
+        raise DataError(f"{id_dir}: no readable ID images")
+
+    models = _load_clipn(clipn, backbone)
+    notes: list[str] = []
+    methods_out: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+    scores_for_plots: dict[str, dict[str, np.ndarray]] = {}
+    neg_info = None
+    for row, scorer in make_scorers(backbone, names, clipn=models, words=words, methods=methods, cache=cache,
+                                    notes=notes):
+        if isinstance(scorer, NegLabel):
+            neg_info = {"count": len(scorer.negative_features_), "groups": len(scorer.groups_),
+                        "source": "user list" if words is not None else "WordNet nouns+adjectives",
+                        "examples": (scorer.negative_labels_ or [])[:20]}
+        t0 = time.perf_counter()
+        s_id = scorer.score_samples(f_id)
+        s_ood = {k: scorer.score_samples(v) for k, v in ood_feats.items()}
+        s_shift = {k: scorer.score_samples(v[0]) for k, v in shifted.items()}
+        timings[row] = round(time.perf_counter() - t0, 4)
+        methods_out[row] = _row_metrics(scorer, f_id, y_id, s_id, s_ood, shifted, s_shift, openood_fpr)
+        if scorer.has_rule:  # the method's own decision: the share of each set it calls OOD
+            for k, v in ood_feats.items():
+                if len(v):
+                    methods_out[row][f"{k} flagged OOD %"] = 100.0 * float(np.mean(scorer.decision_function(v) < 0))
+        scores_for_plots[row] = {"ID": s_id, **{k: v for k, v in s_ood.items() if len(v)}}
+    _add_means(methods_out, list(models))
+    result = {
+        "task": "ood", "dataset": str(id_dir), "model": backbone.spec, "fingerprint": backbone.fingerprint,
+        "clipn": {k or "default": ("<loaded model>" if isinstance(v, Clipn) else str(v)) for k, v in (
+            clipn.items() if isinstance(clipn, Mapping) else ([("", clipn)] if clipn is not None else []))},
+        "id": {"path": str(id_dir), "n": len(f_id), "classes": len(names)},
+        "ood_sets": ood_info, "shifted_id": shifted_info, "methods": methods_out,
+        "fpr_convention": FPR_CONVENTION + ("; 'FPR95 (OpenOOD)': OOD positive, share of ID flagged at 95% of OOD"
+                                            " flagged" if openood_fpr else ""),
+        "templates": {"file": "clipn_templates.json", **_templates_info()},
+        "negative_labels": neg_info, "scoring_seconds": timings, "bad_rows": len(bad), "notes": notes,
+        "sayno_version": sayno.__version__, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    for k, m in models.items():
+        result.setdefault("clipn_config", {})[k or "default"] = m.config
+    if plots is not None:
+        result["plots"] = save_plots(scores_for_plots, plots)
+    result["seconds"] = round(time.time() - t_start, 2)
+    if console is not None and bad:
+        from sayno.data import report_bad_rows
+
+        report_bad_rows(bad, console)
+    return result
+
+
+def _templates_info() -> dict:
+    from sayno.clipn.infer import load_templates
+
+    t = load_templates()
+    return {"name": t["name"], "version": t["version"], "affirmative": t["affirmative"]}
+
+
+def _row_metrics(scorer: OODScorer, f_id, y_id, s_id, s_ood, shifted, s_shift, openood_fpr: bool) -> dict:
+    out: dict[str, float | None | int] = {"ID acc": 100.0 * accuracy(scorer.predict_class(f_id), y_id)}
+    aurocs, fprs = [], []
+    for k, so in s_ood.items():
+        if len(so) == 0:
+            for m in ("AUROC", "FPR95", "AUPR_IN", "AUPR_OUT"):
+                out[f"{k} {m}"] = None
+            continue
+        met = ood_metrics(s_id, so)
+        for m, v in met.items():
+            out[f"{k} {m}"] = v
+        if openood_fpr:
+            out[f"{k} FPR95 (OpenOOD)"] = 100.0 * fpr95_openood(s_id, so)
+        aurocs.append(met["AUROC"])
+        fprs.append(met["FPR95"])
+    out["avg AUROC"] = float(np.mean(aurocs)) if aurocs else None
+    out["avg FPR95"] = float(np.mean(fprs)) if fprs else None
+    if scorer.has_rule:  # CLIPN's own decision: how many ID / OOD images it calls OOD
+        out["ID flagged OOD %"] = 100.0 * float(np.mean(scorer.decision_function(f_id) < 0))
+    for k, (fs, ys) in shifted.items():
+        if len(fs) == 0:
+            continue
+        out[f"{k} ID acc"] = 100.0 * accuracy(scorer.predict_class(fs), ys)
+        mets = [ood_metrics(s_shift[k], so) for so in s_ood.values() if len(so)]
+        out[f"{k} AUROC"] = float(np.mean([m["AUROC"] for m in mets])) if mets else None
+        out[f"{k} FPR95"] = float(np.mean([m["FPR95"] for m in mets])) if mets else None
+    return out
+
+
+def _add_means(rows: dict[str, dict], labels: list[str]) -> None:
+    """With several CLIPN models: ``CLIPN-CTW``/``CLIPN-ATD`` rows of means, plus ``<column> std``."""
+    if len(labels) < 2:
+        return
+    for rule in ("CLIPN-CTW", "CLIPN-ATD"):
+        members = [rows[f"{rule} [{lab}]"] for lab in labels if f"{rule} [{lab}]" in rows]
+        if len(members) < 2:
+            continue
+        mean: dict[str, float | None] = {}
+        for col in members[0]:
+            vals = [m[col] for m in members if m.get(col) is not None]
+            if len(vals) == len(members):
+                mean[col] = float(np.mean(vals))
+                mean[f"{col} std"] = float(np.std(vals, ddof=1))
+        rows[f"{rule} (mean of {len(members)})"] = mean
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def save_plots(scores: Mapping[str, Mapping[str, np.ndarray]], folder: str | os.PathLike) -> list[str]:
+    """ROC curves (one PNG per OOD set, every method) and score histograms (one PNG per method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    sets = sorted({k for s in scores.values() for k in s if k != "ID"})
+    for set_name in sets:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for method, s in scores.items():
+            if set_name not in s:
+                continue
+            y = np.r_[np.ones(len(s["ID"])), np.zeros(len(s[set_name]))]
+            fpr, tpr, _ = roc_curve(y, np.r_[s["ID"], s[set_name]])
+            ax.plot(fpr, tpr, label=method)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.axhline(0.95, ls="--", lw=0.8, color="grey")
+        ax.set(xlabel="OOD accepted (FPR)", ylabel="ID accepted (TPR)", title=f"ROC, ID vs {set_name}")
+        ax.legend(fontsize=7, loc="lower right")
+        p = folder / f"roc_{_safe(set_name)}.png"
+        fig.savefig(p, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        written.append(str(p))
+    for method, s in scores.items():
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        lo = min(float(v.min()) for v in s.values())
+        hi = max(float(v.max()) for v in s.values())
+        if hi - lo < 1e-9 * max(1.0, abs(lo)):  # identical scores: one visible bar
+            lo, hi = lo - 1e-3 * max(1.0, abs(lo)), hi + 1e-3 * max(1.0, abs(hi))
+        bins = np.linspace(lo, hi, 50)
+        for k, v in s.items():
+            ax.hist(v, bins=bins, alpha=0.5, density=True, label=f"{k} (n={len(v)})")
+        ax.set(xlabel="score (higher = more ID)", ylabel="density", title=method)
+        ax.legend(fontsize=7)
+        p = folder / f"hist_{_safe(method)}.png"
+        fig.savefig(p, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        written.append(str(p))
+    return written
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# ---------------------------------------------------------------------------------------------- the world
+def world_ood_benchmark(backbone: Backbone, folder: str | os.PathLike, *, noto_folder: str | os.PathLike | None = None,
+                        clipn=None, cache=None, progress: bool = True, plots: str | os.PathLike | None = None,
+                        words: Sequence[str] | None = None) -> dict:
+    """The emoji world's OOD benchmark: ID = ``ood/id`` (50 classes), OOD = ``ood_seen`` (concepts the
+    embedded CLIP saw) and ``ood_unseen`` (never seen); ``noto_folder``'s ``ood/id`` as covariate-shifted ID."""
+    w = Path(folder) / "ood"
+    shifted = {}
+    if noto_folder is not None and (Path(noto_folder) / "ood" / "id").is_dir():
+        shifted["noto"] = Path(noto_folder) / "ood" / "id"
+    return evaluate_ood(backbone, w / "id_classes.txt", w / "id",
+                        {"ood_seen": w / "ood_seen", "ood_unseen": w / "ood_unseen"}, clipn=clipn,
+                        shifted_id=shifted, cache=cache, progress=progress, plots=plots, words=words)
+
+
+# ---------------------------------------------------------------------------------------------- printing
+def _fmt(v, std=None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}" if std is None else f"{v:.2f}±{std:.2f}"
+
+
+def print_ood_table(result: dict, console: Console) -> None:
+    """The papers' table: per OOD set AUROC (up) / FPR95 (down), their average, ID accuracy, shifted ID."""
+    sets = list(result["ood_sets"])
+    shifts = list(result.get("shifted_id", {}))
+    t = Table(title=f"OOD detection, ID {Path(result['dataset']).name} ({result['id']['n']} images, "
+              f"{result['id']['classes']} classes), AUROC↑ / FPR95↓ (%)", title_justify="left")
+    t.add_column("method")
+    for s in sets:
+        t.add_column(f"{s} (n={result['ood_sets'][s]['n']})", justify="right")
+    t.add_column("average", justify="right")
+    t.add_column("ID acc", justify="right")
+    for s in shifts:
+        t.add_column(f"{s}-ID vs OOD", justify="right")
+        t.add_column(f"{s} ID acc", justify="right")
+    for name, m in result["methods"].items():
+        def cell(a: str, b: str, m: dict = m) -> str:
+            return f"{_fmt(m.get(a), m.get(a + ' std'))} / {_fmt(m.get(b), m.get(b + ' std'))}"
+
+        row = [cell(f"{s} AUROC", f"{s} FPR95") for s in sets] + [cell("avg AUROC", "avg FPR95"),
+                                                                     _fmt(m.get("ID acc"), m.get("ID acc std"))]
+        for s in shifts:
+            row += [cell(f"{s} AUROC", f"{s} FPR95"), _fmt(m.get(f"{s} ID acc"), m.get(f"{s} ID acc std"))]
+        t.add_row(name, *row)
+    console.print(t)
+    console.print(f"FPR95: {result.get('fpr_convention', FPR_CONVENTION)}", style="dim")
+    for note in result.get("notes", []):
+        console.print(note, style="yellow")

@@ -1,0 +1,10 @@
+"""The emoji world: seeded scenes and captions, sayno's offline stand-in for web image-text data."""
+from sayno.world.build import WorldConfig, build_world, sample_pretrain, split_rng
+from sayno.world.captions import Caption
+from sayno.world.concepts import Concept, load_concepts, pretrain_concepts, unseen_concepts
+from sayno.world.scenes import Scene, make_scene, render_scene, sample_counts
+from sayno.world.styles import Style, StyleError, get_style
+
+__all__ = ["WorldConfig", "build_world", "sample_pretrain", "split_rng", "Caption", "Concept", "load_concepts",
+           "pretrain_concepts", "unseen_concepts", "Scene", "make_scene", "render_scene", "sample_counts", "Style",
+           "StyleError", "get_style"]

@@ -1,0 +1,145 @@
+"""Train sayno's embedded CLIP from scratch on the emoji world (affirmative captions only).
+
+    python scripts/train_embedded.py --steps 1500 --batch 256 --out sayno/weights/embedded
+
+An open_clip ``CLIP`` built from ``config.json`` (a small ViT for 64x64 scenes and a small text transformer
+with open_clip's BPE tokenizer) is trained with the standard symmetric InfoNCE loss on scenes rendered on the
+fly from the ``pretrain`` split (style ``openmoji``, pretraining concepts only). No caption contains a
+negation word: like web CLIP, the model never sees "no". Writes ``clip.safetensors`` (fp16) and
+``train_log.json`` next to the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from open_clip.tokenizer import SimpleTokenizer
+from safetensors.torch import save_file
+
+from sayno.world import get_style, pretrain_concepts, render_scene, sample_pretrain, split_rng
+from sayno.world.build import class_dir  # noqa: F401  (kept for readers of this script)
+from sayno.world.scenes import make_scene
+
+CONFIG = {
+    "embed_dim": 128,
+    "quick_gelu": False,
+    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 4},
+    "preprocess_cfg": {"size": 64, "mean": [0.48145466, 0.4578275, 0.40821073],
+                       "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic",
+                       "resize_mode": "shortest"},
+}
+
+
+def to_pixels(images: list, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images])).permute(0, 3, 1, 2)
+    return (x.float() / 255.0 - mean) / std
+
+
+@torch.no_grad()
+def zero_shot(model: CLIP, tok: SimpleTokenizer, mean, std, seed: int, per_class: int = 4) -> float:
+    """Quick zero-shot accuracy on single-object scenes of a held-out stream (monitoring only)."""
+    model.eval()
+    concepts = pretrain_concepts()
+    style = get_style("openmoji")
+    rng = np.random.default_rng([seed, 99])
+    text = F.normalize(model.encode_text(tok([f"a photo of {c.phrase(1)}" for c in concepts])), dim=-1)
+    correct = total = 0
+    for start in range(0, len(concepts), 64):
+        imgs, labels = [], []
+        for ci in range(start, min(start + 64, len(concepts))):
+            for _ in range(per_class):
+                imgs.append(render_scene(make_scene(((concepts[ci], 1),), rng), style))
+                labels.append(ci)
+        f = F.normalize(model.encode_image(to_pixels(imgs, mean, std)), dim=-1)
+        correct += (f @ text.T).argmax(1).eq(torch.tensor(labels)).sum().item()
+        total += len(labels)
+    model.train()
+    return correct / total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--wd", type=float, default=0.1)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("sayno/weights/embedded"))
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(json.dumps(CONFIG, indent=1))
+    cfg = {k: v for k, v in CONFIG.items() if k != "preprocess_cfg"}
+    model = CLIP(**cfg)
+    model.train()
+    tok = SimpleTokenizer(context_length=CONFIG["text_cfg"]["context_length"])
+    mean = torch.tensor(CONFIG["preprocess_cfg"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(CONFIG["preprocess_cfg"]["std"]).view(1, 3, 1, 1)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        t = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return args.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+    rng = split_rng(args.seed, "pretrain")
+    concepts, style = pretrain_concepts(), get_style("openmoji")
+    log, t0 = [], time.time()
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        pairs = [sample_pretrain(rng, concepts, 64) for _ in range(args.batch)]
+        images = to_pixels([render_scene(s, style) for s, _ in pairs], mean, std)
+        texts = tok([c.text for _, c in pairs])
+        fi = F.normalize(model.encode_image(images), dim=-1)
+        ft = F.normalize(model.encode_text(texts), dim=-1)
+        logits = model.logit_scale.exp() * fi @ ft.T
+        # identical captions in one batch are positives of each other, not negatives
+        same = texts.unsqueeze(1).eq(texts.unsqueeze(0)).all(-1).float()
+        target = same / same.sum(1, keepdim=True)
+        loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                      + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 50 == 0 or step == args.steps - 1:
+            entry = {"step": step, "loss": round(loss.item(), 4), "lr": lr_at(step),
+                     "logit_scale": round(model.logit_scale.exp().item(), 2), "minutes": round((time.time() - t0) / 60, 2)}
+            if step % 250 == 0 or step == args.steps - 1:
+                entry["zero_shot_monitor"] = round(zero_shot(model, tok, mean, std, args.seed), 4)
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+    model.eval()
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    meta = {"sayno.format": "open_clip", "sayno.quick_gelu": "false", "sayno.config": json.dumps(CONFIG)}
+    save_file(state, str(args.out / "clip.safetensors"), metadata=meta)
+    (args.out / "train_log.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                         "samples": args.steps * args.batch,
+                                                         "wall_minutes": round((time.time() - t0) / 60, 2),
+                                                         "log": log}, indent=1))
+    print(f"saved {args.out / 'clip.safetensors'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""CLIPN's commands end to end on a tiny world with a tiny random backbone (the loader is patched)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sayno.clipn import cli
+from sayno.clipn.testing import TinyBackbone
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from sayno.world import WorldConfig, build_world
+
+    w = tmp_path_factory.mktemp("world")
+    build_world(w, WorldConfig(train_groups=1, val_groups=1, test_groups=1, caption_images=24, classify_per_class=1,
+                               ood_id_per_class=1, ood_per_class=1), parts=("captions", "ood"), progress=False)
+    return w
+
+
+@pytest.fixture()
+def app(monkeypatch):
+    monkeypatch.setattr(cli, "_load_backbone", lambda model, device: TinyBackbone(seed=0))
+    app, eval_app = typer.Typer(), typer.Typer()
+    app.add_typer(eval_app, name="eval")
+    cli.register(app, eval_app)
+    return app
+
+
+def test_train_eval_and_ood_commands(app, world, tmp_path):
+    run = CliRunner().invoke
+    ck = tmp_path / "c.safetensors"
+    r = run(app, ["clipn", "train", "--data", str(world / "captions_train.csv"), "--out", str(ck), "--epochs", "2",
+                  "--batch-size", "8", "--no-cache", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["steps"] == 6
+    r = run(app, ["clipn", "train", "--data", str(world / "captions_train.csv"), "--out", str(ck), "--no-cache"])
+    assert r.exit_code == 2 and "exists" in r.output
+    r = run(app, ["clipn", "info", str(ck)])
+    assert r.exit_code == 0 and json.loads(r.stdout)["backbone_fingerprint"] == TinyBackbone(seed=0).fingerprint
+
+    o = world / "ood"
+    r = run(app, ["eval", "ood", "--clipn", str(ck), "--id-classes", str(o / "id_classes.txt"), "--id", str(o / "id"),
+                  "--ood", f"seen={o / 'ood_seen'}", "--ood", f"unseen={o / 'ood_unseen'}", "--methods",
+                  "MCM,CLIPN-ATD", "--plots", str(tmp_path / "plots"), "--out", str(tmp_path / "res"), "--json",
+                  "--no-cache"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert set(res["methods"]) == {"MCM", "CLIPN-ATD"} and set(res["ood_sets"]) == {"seen", "unseen"}
+    assert len(list((tmp_path / "res").glob("ood-*.json"))) == 1 and (tmp_path / "plots" / "roc_seen.png").exists()
+
+    r = run(app, ["ood", "--clipn", str(ck), "--classes", str(o / "id_classes.txt"), "--json",
+                  str(o / "ood_unseen"), str(tmp_path / "missing.png")])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(rows) == 22 and {x["decision"] for x in rows} <= {"ID", "OOD"}
+    assert "missing.png" in "".join(r.output.split())  # the unreadable file is reported (stderr is mixed in)
+    r = run(app, ["ood", "--clipn", str(ck), "--classes", str(o / "id_classes.txt"), "--json", "--threshold", "2",
+                  str(o / "ood_unseen")])
+    assert r.exit_code == 0 and {json.loads(x)["decision"] for x in r.stdout.splitlines()} == {"OOD"}
+
+    r = run(app, ["eval", "ood", "--id-classes", str(o / "id_classes.txt"), "--id", str(o / "id"),
+                  "--ood", f"x={tmp_path / 'nope'}", "--no-cache"])
+    assert r.exit_code == 2 and "no such image folder" in " ".join(r.output.split())
