@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
-from rich.console import Console
 
+from sayno import cliutil
+from sayno.clipn import cli as clipn_cli
 from sayno.eval import runner
+from sayno.glasses import cli as glasses_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="sayno: teach CLIP to say no (CLIPGlasses and CLIPN for any CLIP).")
@@ -26,25 +27,9 @@ eval_app = typer.Typer(no_args_is_help=True, help="Benchmarks: zero-shot, MCQ, C
 app.add_typer(world_app, name="world")
 app.add_typer(eval_app, name="eval")
 
-# Tables are wide: when stdout is not a terminal (CI logs, files) do not squeeze them into 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=200)
-err = Console(stderr=True)
-
-MODEL_HELP = ("Backbone spec: embedded | open_clip:<model>/<tag> | open_clip:<model>:<checkpoint file> | "
-              "hf:<Hugging Face CLIP folder>")
-
-
-def _fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(2)
-
-
-def _guard(fn, *args, **kwargs):
-    """Run an API call and turn the library's own errors into one-line CLI errors."""
-    try:
-        return fn(*args, **kwargs)
-    except (ValueError, FileNotFoundError, KeyError) as e:  # BackboneError, DataError, StyleError are ValueErrors
-        _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+console, err = cliutil.console, cliutil.err
+MODEL_HELP = cliutil.MODEL_HELP
+_fail, _guard = cliutil.fail, cliutil.guard
 
 
 # ---------------------------------------------------------------------------------------------- world
@@ -70,8 +55,8 @@ def world_build(
 
 
 # ---------------------------------------------------------------------------------------------- eval
-def _common_eval(task: str, model: str, data: Path, root: Optional[Path], glasses: Optional[Path],
-                 classes: Optional[Path], as_json: bool, out: Optional[Path], device: str, precision: str,
+def _common_eval(task: str, model: str, data: Path, root: Path | None, glasses: Path | None,
+                 classes: Path | None, as_json: bool, out: Path | None, device: str, precision: str,
                  cache: bool) -> None:
     result = _guard(runner.evaluate, task, model=model, data=data, root=root, glasses=glasses, classes=classes,
                     device=device, precision=precision, use_cache=cache, progress=not as_json, console=err)
@@ -88,11 +73,11 @@ def _eval_command(task: str, doc: str):
     def command(
         model: str = typer.Option("embedded", "--model", "-m", help=MODEL_HELP),
         data: Path = typer.Option(..., "--data", "-d", help="Dataset file or folder."),
-        root: Optional[Path] = typer.Option(None, help="Folder that relative image paths resolve against."),
-        glasses: Optional[Path] = typer.Option(None, help="CLIPGlasses checkpoint: adds a Glasses row."),
-        classes: Optional[Path] = typer.Option(None, help="Class names file (zeroshot; default: folder names)."),
+        root: Path | None = typer.Option(None, help="Folder that relative image paths resolve against."),
+        glasses: Path | None = typer.Option(None, help="CLIPGlasses checkpoint: adds a Glasses row."),
+        classes: Path | None = typer.Option(None, help="Class names file (zeroshot; default: folder names)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-        out: Optional[Path] = typer.Option(None, help="Folder to write one result JSON into."),
+        out: Path | None = typer.Option(None, help="Folder to write one result JSON into."),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
         precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16"),
         cache: bool = typer.Option(True, help="Use the on-disk feature cache."),
@@ -111,11 +96,11 @@ eval_app.command("retrieval")(_eval_command("retrieval", "Text-image retrieval R
 
 @app.command()
 def benchmark(
-    world: Optional[Path] = typer.Option(None, help="World folder (built on first use). Default: "
+    world: Path | None = typer.Option(None, help="World folder (built on first use). Default: "
                                          "$SAYNO_WORLD or ~/.cache/sayno/world-openmoji-0."),
     model: str = typer.Option("embedded", "--model", "-m", help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    out: Optional[Path] = typer.Option(None, help="Folder to write the result JSONs into."),
+    out: Path | None = typer.Option(None, help="Folder to write the result JSONs into."),
     device: str = typer.Option("cpu", help="cpu, cuda, ..."),
 ) -> None:
     """The main job: every world benchmark, plain CLIP next to the shipped CLIPGlasses and CLIPN."""
@@ -151,21 +136,9 @@ def info(model: str = typer.Option("embedded", "--model", "-m", help=MODEL_HELP)
     console.print(f"{'logit_scale':16s} {bb.logit_scale:.2f}")
 
 
-def _register_plugins() -> None:
-    """Method sub-commands live next to their methods (sayno/glasses/cli.py, sayno/clipn/cli.py)."""
-    try:
-        from sayno.glasses.cli import app as glasses_app
-        app.add_typer(glasses_app, name="glasses")
-    except ImportError:
-        pass
-    try:
-        from sayno.clipn import cli as clipn_cli
-        clipn_cli.register(app, eval_app)
-    except ImportError:
-        pass
-
-
-_register_plugins()
+# Method sub-commands live next to their methods.
+app.add_typer(glasses_cli.app, name="glasses")
+clipn_cli.register(app, eval_app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

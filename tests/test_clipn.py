@@ -21,13 +21,13 @@ from sayno.clipn.infer import (
 )
 from sayno.clipn.losses import caption_ids, clipn_loss, gathered_clipn_loss, itbo_loss, p_yes, tso_loss
 from sayno.clipn.model import NoTextEncoder, vocabulary_parameters
-from sayno.clipn.testing import TinyBackbone
+from sayno.clipn.testing import tiny_backbone
 from sayno.clipn.train import TrainConfig, TrainData, batch_indices, lr_at, state_path, train_clipn
 
 
 @pytest.fixture(scope="module")
 def bb():
-    return TinyBackbone(seed=0)
+    return tiny_backbone(seed=0)
 
 
 def _unit(x):
@@ -96,11 +96,11 @@ def test_no_encoder_starts_as_the_tower_and_shares_frozen_parts(bb):
         for prompt in ("mean", 3, torch.tensor([0, 15])):
             assert torch.allclose(enc(tokens, prompt), ref, atol=1e-5)
     assert enc.prompts.shape == (16, bb.context_length, bb.text_tower().width)
-    assert enc.tower.model.token_embedding.weight is bb.model.token_embedding.weight  # shared, frozen
-    assert not enc.tower.model.token_embedding.weight.requires_grad
-    assert vocabulary_parameters(bb.text_tower()) == {"model.token_embedding.weight"}
+    assert enc.tower.token_embedding.weight is bb.model.token_embedding.weight  # shared, frozen
+    assert not enc.tower.token_embedding.weight.requires_grad
+    assert vocabulary_parameters(bb.text_tower()) == {"token_embedding.weight"}
     assert not any("visual" in n or "token_embedding" in n for n in enc.trainable_names)
-    assert enc.tower.model.transformer.resblocks[0].mlp.c_fc.weight is not bb.model.transformer.resblocks[0].mlp.c_fc.weight
+    assert enc.tower.transformer.resblocks[0].mlp.c_fc.weight is not bb.model.transformer.resblocks[0].mlp.c_fc.weight
     with pytest.raises(ClipnError):
         enc(tokens, "first")
     with pytest.raises(ClipnError):
@@ -139,7 +139,7 @@ def test_checkpoint_roundtrip_is_small_and_refuses_another_backbone(bb, tmp_path
     with torch.no_grad():
         enc.bias.fill_(-3.5)
         enc.prompts.normal_()
-        enc.tower.model.text_projection.add_(0.1)
+        enc.tower.text_projection.add_(0.1)
     path = save_clipn(tmp_path / "c.safetensors", enc, bb, {"logit_scale": bb.logit_scale, "learn_bias": True},
                       {"epochs": 1})
     tensors, meta = read_clipn(path)
@@ -153,7 +153,7 @@ def test_checkpoint_roundtrip_is_small_and_refuses_another_backbone(bb, tmp_path
     with torch.no_grad():
         assert torch.allclose(model.encoder(tokens, "mean"), enc(tokens, "mean"))
     with pytest.raises(FingerprintMismatch):
-        load_clipn(path, TinyBackbone(seed=1))
+        load_clipn(path, tiny_backbone(seed=1))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ClipnError):

@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from sayno.clipn import cli
-from sayno.clipn.testing import TinyBackbone
+from sayno.clipn.testing import tiny_backbone
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture()
 def app(monkeypatch):
-    monkeypatch.setattr(cli, "_load_backbone", lambda model, device: TinyBackbone(seed=0))
+    monkeypatch.setattr(cli, "_load_backbone", lambda model, device: tiny_backbone(seed=0))
     app, eval_app = typer.Typer(), typer.Typer()
     app.add_typer(eval_app, name="eval")
     cli.register(app, eval_app)
@@ -41,7 +41,7 @@ def test_train_eval_and_ood_commands(app, world, tmp_path):
     r = run(app, ["clipn", "train", "--data", str(world / "captions_train.csv"), "--out", str(ck), "--no-cache"])
     assert r.exit_code == 2 and "exists" in r.output
     r = run(app, ["clipn", "info", str(ck)])
-    assert r.exit_code == 0 and json.loads(r.stdout)["backbone_fingerprint"] == TinyBackbone(seed=0).fingerprint
+    assert r.exit_code == 0 and json.loads(r.stdout)["backbone_fingerprint"] == tiny_backbone(seed=0).fingerprint
 
     o = world / "ood"
     r = run(app, ["eval", "ood", "--clipn", str(ck), "--id-classes", str(o / "id_classes.txt"), "--id", str(o / "id"),

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from sayno.clipn.checkpoint import read_clipn
-from sayno.clipn.testing import TinyBackbone, ddp_worker, one_step_grads, synthetic_pairs
+from sayno.clipn.testing import ddp_worker, one_step_grads, synthetic_pairs, tiny_backbone
 from sayno.clipn.train import TrainConfig, train_clipn
 
 
@@ -24,7 +24,7 @@ def _free_port() -> int:
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_two_processes_match_one(tmp_path):
     mp.spawn(ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    bb = TinyBackbone(seed=0)
+    bb = tiny_backbone(seed=0)
     loss, grads = one_step_grads(bb, synthetic_pairs(bb, 8), slice(0, 8))
     two = torch.load(tmp_path / "step.pt")
     assert two["loss"] == pytest.approx(loss, rel=1e-5)

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from sayno.eval.scoring import PlainClip, Scorer, TextBatch
 from sayno.glasses import Glasses, GlassesConfig, GlassesError, load_glasses, read_metadata
 from sayno.glasses.modules import Lens, glasses_logits, glasses_pair_logits
-from sayno.glasses.testing import TinyClip
+from sayno.glasses.testing import tiny_clip
 
 D, L = 8, 4
 
@@ -267,7 +267,7 @@ def test_negated_captions_need_layers():
 # ------------------------------------------------------------------------------------------ checkpoints
 @pytest.fixture(scope="module")
 def tiny():
-    return TinyClip(seed=0)
+    return tiny_clip(seed=0)
 
 
 def test_checkpoint_roundtrip_and_backbone_check(tiny, tmp_path):
@@ -288,7 +288,7 @@ def test_checkpoint_roundtrip_and_backbone_check(tiny, tmp_path):
     assert np.array_equal(g.score_matrix(tb, im), g2.score_matrix(tb, im))
     assert g2.training is False
     with pytest.raises(GlassesError, match="trained on"):
-        load_glasses(path, TinyClip(seed=1))
+        load_glasses(path, tiny_clip(seed=1))
 
 
 def test_load_rejects_other_files(tmp_path, tiny):

@@ -20,7 +20,7 @@ from sayno.glasses.data import (
 )
 from sayno.glasses.evaluate import lambda_report, world_report
 from sayno.glasses.model import GlassesConfig
-from sayno.glasses.testing import SyntheticClip, TinyClip, write_synthetic_world
+from sayno.glasses.testing import SyntheticClip, tiny_clip, write_synthetic_world
 from sayno.glasses.train import TrainConfig, contrastive_loss, presence_loss, train_glasses
 
 NAMES = ["cat", "dog", "cow", "horse", "apple", "pear", "car", "bus", "tree", "hot dog", "ship", "lamp", "sheep",
@@ -208,7 +208,7 @@ def test_cli_train_then_report_on_the_world(tiny_world, tmp_path):
                                  "--no-report"])
     assert r.exit_code == 0, r.output
     assert out.exists() and out.stat().st_size < 5e6
-    g = load_glasses(out, TinyClip(seed=0))
+    g = load_glasses(out, tiny_clip(seed=0))
     summary = g.training_summary
     # CC-Neg true captions and MCQ captions carry no label: derived from the lexical phrase, always a known
     # object here
@@ -218,7 +218,7 @@ def test_cli_train_then_report_on_the_world(tiny_world, tmp_path):
     assert summary["labels"]["phrase_slot_labels"] <= summary["labels"]["derived_slot_labels"]
     assert summary["labels"]["labelled_objects_without_phrase"] == 0
     with pytest.raises(GlassesError):
-        load_glasses(out, TinyClip(seed=1))
+        load_glasses(out, tiny_clip(seed=1))
     r = CliRunner().invoke(app, ["report", "--model", "tiny:0", "--world", str(tiny_world), "--glasses", str(out),
                                  "--no-cache", "--json", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
@@ -234,7 +234,7 @@ def test_cli_train_then_report_on_the_world(tiny_world, tmp_path):
 def test_finetune_baseline(tiny_world, tmp_path):
     from sayno.glasses.finetune import FinetuneConfig, finetune_text, load_finetuned
 
-    clip = TinyClip(seed=0)
+    clip = tiny_clip(seed=0)
     ft = finetune_text(clip, tiny_world, tmp_path / "ft.safetensors", config=FinetuneConfig(epochs=1, threads=1),
                        log=lambda s: None)
     from sayno.eval.scoring import TextBatch
@@ -247,6 +247,6 @@ def test_finetune_baseline(tiny_world, tmp_path):
     again = load_finetuned(tmp_path / "ft.safetensors", clip)
     np.testing.assert_array_equal(again.score_matrix(TextBatch(texts, h), img), S)
     with pytest.raises(GlassesError):
-        load_finetuned(tmp_path / "ft.safetensors", TinyClip(seed=1))
+        load_finetuned(tmp_path / "ft.safetensors", tiny_clip(seed=1))
     # the frozen backbone itself is untouched
-    assert clip.fingerprint == TinyClip(seed=0).fingerprint
+    assert clip.fingerprint == tiny_clip(seed=0).fingerprint

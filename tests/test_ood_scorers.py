@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from sayno.clipn.infer import Clipn, DuplicateClassError
 from sayno.clipn.model import NoTextEncoder
-from sayno.clipn.testing import TinyBackbone
+from sayno.clipn.testing import tiny_backbone
 from sayno.ood import scorers as S
 from sayno.ood.metrics import auroc, fpr_at_tpr, ood_metrics
 from sayno.ood.wordlist import candidates, read_word_list, wordnet_words
@@ -132,7 +132,7 @@ def test_one_class_and_identical_scores():
 
 
 def test_scorers_fit_on_names_through_a_backbone():
-    bb = TinyBackbone(seed=0)
+    bb = tiny_backbone(seed=0)
     names = ["dog", "cat", "apple"]
     msp = S.MSP(backbone=bb).fit(names)
     assert msp.classes_ == names and msp.class_features_.shape == (3, bb.embed_dim)
@@ -171,7 +171,7 @@ def test_evaluate_ood_on_a_tiny_world(tmp_path):
     build_world(w, WorldConfig(train_groups=1, val_groups=1, test_groups=1, caption_images=4, classify_per_class=1,
                                ood_id_per_class=1, ood_per_class=1), parts=("ood",), progress=False)
     (tmp_path / "empty").mkdir()
-    bb = TinyBackbone(seed=0)
+    bb = tiny_backbone(seed=0)
     clipn = Clipn(bb, NoTextEncoder.from_backbone(bb))
     o = w / "ood"
     res = evaluate_ood(bb, o / "id_classes.txt", o / "id", {"seen": o / "ood_seen", "none": tmp_path / "empty"},

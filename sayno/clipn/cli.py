@@ -15,27 +15,12 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-console = Console(width=None if sys.stdout.isatty() else 160)  # tables unwrapped when piped
-err = Console(stderr=True)
-
-MODEL_HELP = "Backbone spec: embedded | open_clip:<model>/<tag> | hf:<folder> (see `sayno info`)"
+from sayno.cliutil import MODEL_HELP, console, err
+from sayno.cliutil import fail as _fail
+from sayno.cliutil import guard as _guard
 
 clipn_app = typer.Typer(no_args_is_help=True, help="CLIPN: a CLIP that says no, for zero-shot OOD detection.")
-
-
-def _fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(2)
-
-
-def _guard(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except (ValueError, FileNotFoundError, KeyError) as e:  # ClipnError, DataError, BackboneError are ValueErrors
-        text = str(e).strip()
-        _fail(text.splitlines()[0] if text else type(e).__name__)
 
 
 def _load_backbone(model: str, device: str):

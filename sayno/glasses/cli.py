@@ -1,6 +1,6 @@
 """``sayno glasses ...``: train, fine-tune the baseline, report and explain.
 
-The lead wires :data:`app` into ``sayno/cli.py`` as the ``glasses`` sub-command; it also runs on its own:
+``sayno/cli.py`` adds :data:`app` as the ``glasses`` sub-command; it also runs on its own:
 ``python -m sayno.glasses.cli train --model embedded --data runs/world --out glasses.safetensors``.
 """
 
@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from sayno.cliutil import cli_errors, console
 
 app = typer.Typer(help="CLIPGlasses: negation-aware scoring on a frozen CLIP.", no_args_is_help=True,
                   add_completion=False)
-console = Console()
 
 
 class LensInput(str, Enum):
@@ -45,15 +45,12 @@ class DetectorMode(str, Enum):
 def load_backbone(spec: str, device: str = "cpu"):
     """A backbone from its spec; ``tiny:SEED`` is the random test CLIP of :mod:`sayno.glasses.testing`."""
     if spec.startswith("tiny:"):
-        from sayno.glasses.testing import TinyClip
+        from sayno.glasses.testing import tiny_clip
 
-        return TinyClip(seed=int(spec.split(":", 1)[1]))
+        return tiny_clip(seed=int(spec.split(":", 1)[1]))
     from sayno.backbones.registry import load
 
-    try:
-        return load(spec, device=device)
-    except TypeError:
-        return load(spec)
+    return load(spec, device=device)
 
 
 def _epochs(text: str) -> tuple[int, int, int, int]:
@@ -77,6 +74,7 @@ def _cache(no_cache: bool):
 
 
 @app.command()
+@cli_errors
 def train(
     data: Annotated[str, typer.Option(help="World folder, or CSV file(s) (negation / CC-Neg / NegBench "
                                            "retrieval), comma-separated.")],
@@ -129,6 +127,7 @@ def train(
 
 
 @app.command()
+@cli_errors
 def finetune(
     data: Annotated[str, typer.Option(help="Same data as `glasses train`.")],
     out: Annotated[Path, typer.Option(help="Fine-tuned text tower to write (.safetensors).")],
@@ -153,6 +152,7 @@ def finetune(
 
 
 @app.command("report")
+@cli_errors
 def report_cmd(
     world: Annotated[Path, typer.Option(help="World folder.")],
     model: Annotated[str, typer.Option(help="Backbone spec.")] = "embedded",
@@ -181,6 +181,7 @@ def report_cmd(
 
 
 @app.command()
+@cli_errors
 def explain(
     captions: Annotated[list[str], typer.Argument(help="Captions to analyse.")],
     glasses: Annotated[Path, typer.Option(help="Glasses checkpoint.")],

@@ -1,6 +1,6 @@
-"""A tiny random-initialised open_clip CLIP wrapped as a :class:`~sayno.backbones.base.Backbone`.
+"""Test backbones for the Glasses machinery: a tiny random open_clip CLIP and a hand-built bag-of-words "CLIP".
 
-For tests and benchmarks of the Glasses machinery only (it has not learned anything). Seeded, so two
+For tests and benchmarks of the Glasses machinery only (neither has learned anything). Seeded, so two
 instances with the same seed have the same fingerprint and two seeds differ.
 """
 
@@ -9,97 +9,20 @@ from __future__ import annotations
 import re
 
 import torch
-from open_clip.model import CLIP
-from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
-from sayno.backbones.base import Backbone, TextTower, weights_fingerprint
-
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class OpenClipTextTower(TextTower):
-    """The text tower of an open_clip ``CLIP`` (shares its modules)."""
-
-    def __init__(self, model: CLIP):
-        super().__init__()
-        self.model = model
-        self.width = model.transformer.width
-        self.context_length = model.context_length
-        self.num_layers = len(model.transformer.resblocks)
-
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.token_embedding(tokens) + self.model.positional_embedding
-
-    def forward(self, tokens: torch.Tensor, extra: torch.Tensor | None = None, all_layers: bool = False):
-        m = self.model
-        x = self.embed(tokens)
-        if extra is not None:
-            x = x + extra
-        outs = []
-        for block in m.transformer.resblocks:
-            x = block(x, attn_mask=m.attn_mask)
-            if all_layers:
-                outs.append(x)
-        seq = torch.stack(outs, 1) if all_layers else x.unsqueeze(1)  # (N, L', T, W)
-        seq = m.ln_final(seq)
-        idx = tokens.argmax(dim=-1)
-        pooled = seq[torch.arange(seq.shape[0]), :, idx]  # (N, L', W)
-        proj = pooled @ m.text_projection
-        return proj if all_layers else proj[:, 0]
+from sayno.backbones.base import Backbone, TextTower
+from sayno.backbones.open_clip_backbone import OpenClipBackbone
+from sayno.backbones.testing import tiny_open_clip
 
 
-class TinyClip(Backbone):
-    """Random-init open_clip CLIP: 32x32 images, 4 text layers of width 32, joint space of size ``embed_dim``."""
-
-    def __init__(self, seed: int = 0, embed_dim: int = 32, text_layers: int = 4, context_length: int = 32):
-        g = torch.random.fork_rng()
-        with g:
-            torch.manual_seed(seed)
-            self.model = CLIP(
-                embed_dim=embed_dim,
-                vision_cfg={"image_size": 32, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16},
-                text_cfg={"context_length": context_length, "vocab_size": 49408, "width": 32, "heads": 2,
-                          "layers": text_layers},
-            ).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self._tower = OpenClipTextTower(self.model)
-        self._tok = SimpleTokenizer(context_length=context_length)
-        self.spec = f"tiny:{seed}"
-        self.fingerprint = weights_fingerprint(self.model.state_dict())
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
-        self.embed_dim = embed_dim
-        self.context_length = context_length
-        self.num_text_layers = text_layers
-        self.image_size = 32
-        self.image_mean, self.image_std = MEAN, STD
-
-    @property
-    def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        im = image.convert("RGB").resize((32, 32), Image.BICUBIC)
-        x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(32, 32, 3).permute(2, 0, 1)
-        mean = torch.tensor(MEAN).view(3, 1, 1)
-        std = torch.tensor(STD).view(3, 1, 1)
-        return (x.float() / 255.0 - mean) / std
-
-    def _tokenize(self, texts: list[str]):
-        lengths = [len(self._tok.encode(t)) + 2 for t in texts]
-        return self._tok(texts), lengths
-
-    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels)
-
-    def text_tower(self) -> TextTower:
-        return self._tower
+def tiny_clip(seed: int = 0, embed_dim: int = 32, text_layers: int = 4, context_length: int = 32) -> OpenClipBackbone:
+    """Random-init open_clip CLIP (32x32 images, ``text_layers`` text layers of width 32, joint space
+    ``embed_dim``): :func:`sayno.backbones.testing.tiny_open_clip` with spec ``tiny:SEED``."""
+    return tiny_open_clip(seed, embed_dim=embed_dim, text_layers=text_layers, context_length=context_length)
 
 
-def check_tower(backbone: TinyClip) -> float:
+def check_tower(backbone: OpenClipBackbone) -> float:
     """Max |difference| between the tower's last layer and open_clip's own encode_text (should be ~0)."""
     tokens = backbone.tokenize(["a dog", "no cat here"])
     with torch.no_grad():

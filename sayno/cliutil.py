@@ -1,0 +1,52 @@
+"""What every ``sayno`` sub-command shares: consoles, the one-line error and the guard around API calls."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+T = TypeVar("T")
+
+# Tables are wide: when stdout is not a terminal (CI logs, files) do not squeeze them into 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=200)
+err = Console(stderr=True)
+
+MODEL_HELP = ("Backbone spec: embedded | open_clip:<model>/<tag> | open_clip:<model>:<checkpoint file> | "
+              "hf:<Hugging Face CLIP folder>")
+# the library's own errors (BackboneError, DataError, StyleError, ClipnError, ...) are ValueErrors
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
+
+
+def fail(msg: str) -> None:
+    """Print ``error: msg`` on stderr and exit with status 2."""
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def guard(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run an API call; the library's errors become one-line CLI errors (exit 2)."""
+    try:
+        return fn(*args, **kwargs)
+    except USER_ERRORS as e:
+        fail(first_line(e))
+        raise  # unreachable: fail() exits
+
+
+def cli_errors(command: Callable[..., T]) -> Callable[..., T]:
+    """Decorator for a typer command: :func:`guard` around the whole command."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        return guard(command, *args, **kwargs)
+
+    return wrapper

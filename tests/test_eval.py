@@ -1,0 +1,122 @@
+"""The benchmarks (sayno.eval) and their CLI, on a small world rendered here, with the embedded CLIP."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sayno.cli import app
+from sayno.eval.benchmarks import fill_template, recall_at_k
+from sayno.world import WorldConfig, build_world
+
+GLASSES = Path(__file__).resolve().parent.parent / "sayno" / "weights" / "glasses-embedded.safetensors"
+SMALL = WorldConfig(train_groups=2, val_groups=2, test_groups=40, caption_images=4, classify_per_class=1,
+                    ood_id_classes=5, ood_seen_classes=4, ood_id_per_class=2, ood_per_class=1)
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+def test_recall_at_k_hand_values():
+    scores = np.array([[0.9, 0.1, 0.5],   # ranks 0, 2, 1
+                       [0.2, 0.3, 0.1],   # ranks 1, 0, 2
+                       [0.5, 0.5, 0.9]])  # ranks 2, then the tie 0 before 1 (stable)
+    relevant = np.array([0, 2, 1])
+    r = recall_at_k(scores, relevant, ks=(1, 2, 3))
+    assert r == pytest.approx({"R@1": 100 / 3, "R@2": 100 / 3, "R@3": 100.0})
+    # sets: a query hits if any of its relevant columns is in the top k
+    r = recall_at_k(scores, [{1, 2}, {2}, {0, 1}], ks=(1, 2))
+    assert r == pytest.approx({"R@1": 0.0, "R@2": 200 / 3})
+    assert np.isnan(recall_at_k(np.zeros((0, 3)), np.zeros(0, dtype=int), ks=(1,))["R@1"])
+
+
+def test_fill_template_articles():
+    assert fill_template("a photo of {}.", "dog") == "a photo of dog."
+    assert fill_template("a photo of {a}.", "apple") == "a photo of an apple."
+
+
+# ------------------------------------------------------------------------------------ CLI, end to end
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("world")
+    build_world(folder, SMALL, parts=("test", "classify"), progress=False)
+    return folder
+
+
+def _eval(*args: str) -> dict:
+    r = runner.invoke(app, ["eval", *args, "--json", "--no-cache"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_eval_mcq_shows_the_negation_failure_and_glasses_fix_it(world):
+    res = _eval("mcq", "--data", str(world / "mcq_test.csv"), "--glasses", str(GLASSES))
+    clip, glasses = res["methods"]["CLIP"], res["methods"]["CLIPGlasses"]
+    assert res["fingerprint"] == "92f17f1167510608" and clip["questions"] == 80 and res["bad_rows"] == 0
+    # measured on this world: CLIP 32.5 (negated questions 0.0), Glasses 92.5
+    assert clip["negative"] <= 20 and clip["positive"] >= 70
+    assert glasses["accuracy"] >= 80 and glasses["negative"] >= 80
+
+
+def test_eval_ccneg_and_retrieval(world):
+    res = _eval("ccneg", "--data", str(world / "ccneg_test.csv"), "--glasses", str(GLASSES))
+    assert res["methods"]["CLIP"]["pairs"] == 80
+    assert res["methods"]["CLIPGlasses"]["accuracy"] >= res["methods"]["CLIP"]["accuracy"] + 15  # 100 vs 68.75
+    res = _eval("retrieval", "--data", str(world / "retrieval_test.csv"), "--glasses", str(GLASSES))
+    clip, glasses = res["methods"]["CLIP"], res["methods"]["CLIPGlasses"]
+    for key, value in clip.items():  # affirmative captions: Glasses change nothing
+        if isinstance(value, float):
+            assert glasses[key] == pytest.approx(value, abs=1e-9), key
+    assert clip["t2i_R@5"] >= 80
+
+
+def test_eval_zeroshot(world):
+    res = _eval("zeroshot", "--data", str(world / "classify"))
+    acc = res["methods"]["CLIP"]["top1"]
+    assert acc >= 85  # 185 classes, one image each; the embedded CLIP measures 95.6 on the full split
+
+
+def test_bad_rows_are_reported_and_the_rest_scored(world, tmp_path):
+    rows = list(csv.DictReader(open(world / "ccneg_test.csv")))
+    rows[0][next(iter(rows[0]))] = "images/test/missing.png"  # first column: the image path
+    bad = tmp_path / "ccneg.csv"
+    with open(bad, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = runner.invoke(app, ["eval", "ccneg", "--data", str(bad), "--root", str(world), "--json", "--no-cache"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["bad_rows"] == 1 and res["methods"]["CLIP"]["pairs"] == 79
+    assert "missing.png" in r.stderr
+
+
+def test_clear_errors(world, tmp_path):
+    broken = tmp_path / "mcq.csv"
+    broken.write_text("image_path,caption_0\nimages/test/000000a.png,a dog\n")
+    for args, needle in [
+        (["eval", "mcq", "--data", str(broken)], "mcq.csv"),
+        (["eval", "mcq", "--data", str(tmp_path / "nothing.csv")], "nothing.csv"),
+        (["eval", "mcq", "--model", "nope", "--data", str(world / "mcq_test.csv")], "nope"),
+        (["glasses", "explain", "no dog", "--glasses", str(tmp_path / "none.safetensors")], "none.safetensors"),
+    ]:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "error:" in r.stderr and needle in r.stderr, r.stderr
+        assert "Traceback" not in r.output
+
+
+def test_report_aggregates_results(world, tmp_path):
+    out = tmp_path / "results"
+    r = runner.invoke(app, ["eval", "ccneg", "--data", str(world / "ccneg_test.csv"), "--glasses", str(GLASSES),
+                            "--out", str(out), "--no-cache"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["report", str(out), "--markdown"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert "| method | accuracy |" in lines
+    assert "| CLIP | 68.75 |" in lines and "| CLIPGlasses | 100.00 |" in lines  # measured on this world
