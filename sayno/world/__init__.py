@@ -5,6 +5,21 @@ from sayno.world.concepts import Concept, load_concepts, pretrain_concepts, unse
 from sayno.world.scenes import Scene, make_scene, render_scene, sample_counts
 from sayno.world.styles import Style, StyleError, get_style
 
-__all__ = ["WorldConfig", "build_world", "sample_pretrain", "split_rng", "Caption", "Concept", "load_concepts",
-           "pretrain_concepts", "unseen_concepts", "Scene", "make_scene", "render_scene", "sample_counts", "Style",
-           "StyleError", "get_style"]
+__all__ = [
+    "Caption",
+    "Concept",
+    "Scene",
+    "Style",
+    "StyleError",
+    "WorldConfig",
+    "build_world",
+    "get_style",
+    "load_concepts",
+    "make_scene",
+    "pretrain_concepts",
+    "render_scene",
+    "sample_counts",
+    "sample_pretrain",
+    "split_rng",
+    "unseen_concepts",
+]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 CONCEPTS_FILE = Path(__file__).with_name("concepts.json")
@@ -40,7 +40,7 @@ class Concept:
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_concepts(path: str | None = None) -> tuple[Concept, ...]:
     """All concepts, in file order (the default file ships with sayno)."""
     data = json.loads(Path(path or CONCEPTS_FILE).read_text())
