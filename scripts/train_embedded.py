@@ -2,6 +2,10 @@
 
     python scripts/train_embedded.py --steps 1500 --batch 256 --out sayno/weights/embedded
 
+``--init DIR --styles openmoji,noto`` continues training from a finished model on scenes drawn in several art
+styles (each scene in one style, chosen at random): the "bistyle" backbone of the cross-style experiment in
+docs/RESULTS.md, which is not shipped.
+
 An open_clip ``CLIP`` built from ``config.json`` (a small ViT for 64x64 scenes and a small text transformer
 with open_clip's BPE tokenizer) is trained with the standard symmetric InfoNCE loss on scenes rendered on the
 fly from the ``pretrain`` split (style ``openmoji``, pretraining concepts only). No caption contains a
@@ -22,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from sayno.world import get_style, pretrain_concepts, render_scene, sample_pretrain, split_rng
 from sayno.world.build import class_dir  # noqa: F401  (kept for readers of this script)
@@ -45,11 +49,12 @@ def to_pixels(images: list, mean: torch.Tensor, std: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def zero_shot(model: CLIP, tok: SimpleTokenizer, mean, std, seed: int, per_class: int = 4) -> float:
+def zero_shot(model: CLIP, tok: SimpleTokenizer, mean, std, seed: int, per_class: int = 4,
+              style_name: str = "openmoji") -> float:
     """Quick zero-shot accuracy on single-object scenes of a held-out stream (monitoring only)."""
     model.eval()
     concepts = pretrain_concepts()
-    style = get_style("openmoji")
+    style = get_style(style_name)
     rng = np.random.default_rng([seed, 99])
     text = F.normalize(model.encode_text(tok([f"a photo of {c.phrase(1)}" for c in concepts])), dim=-1)
     correct = total = 0
@@ -76,6 +81,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("sayno/weights/embedded"))
+    ap.add_argument("--styles", default="openmoji", help="comma-separated art styles of the training scenes")
+    ap.add_argument("--init", type=Path, default=None, help="start from DIR/clip.safetensors instead of scratch")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -84,6 +91,9 @@ def main() -> None:
     (args.out / "config.json").write_text(json.dumps(CONFIG, indent=1))
     cfg = {k: v for k, v in CONFIG.items() if k != "preprocess_cfg"}
     model = CLIP(**cfg)
+    if args.init is not None:
+        init = load_file(str(args.init / "clip.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in init.items()}, strict=True)
     model.train()
     tok = SimpleTokenizer(context_length=CONFIG["text_cfg"]["context_length"])
     mean = torch.tensor(CONFIG["preprocess_cfg"]["mean"]).view(1, 3, 1, 1)
@@ -101,13 +111,15 @@ def main() -> None:
         return args.lr * 0.5 * (1 + math.cos(math.pi * t))
 
     rng = split_rng(args.seed, "pretrain")
-    concepts, style = pretrain_concepts(), get_style("openmoji")
+    styles = [s.strip() for s in args.styles.split(",") if s.strip()]
+    concepts, style_of = pretrain_concepts(), {name: get_style(name) for name in styles}
     log, t0 = [], time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         pairs = [sample_pretrain(rng, concepts, 64) for _ in range(args.batch)]
-        images = to_pixels([render_scene(s, style) for s, _ in pairs], mean, std)
+        drawn = rng.integers(0, len(styles), size=len(pairs)) if len(styles) > 1 else np.zeros(len(pairs), int)
+        images = to_pixels([render_scene(s, style_of[styles[k]]) for (s, _), k in zip(pairs, drawn)], mean, std)
         texts = tok([c.text for _, c in pairs])
         fi = F.normalize(model.encode_image(images), dim=-1)
         ft = F.normalize(model.encode_text(texts), dim=-1)
@@ -128,6 +140,9 @@ def main() -> None:
                      "logit_scale": round(model.logit_scale.exp().item(), 2), "minutes": round((time.time() - t0) / 60, 2)}
             if step % 250 == 0 or step == args.steps - 1:
                 entry["zero_shot_monitor"] = round(zero_shot(model, tok, mean, std, args.seed), 4)
+                for name in styles[1:]:
+                    entry[f"zero_shot_monitor_{name}"] = round(zero_shot(model, tok, mean, std, args.seed,
+                                                                         style_name=name), 4)
             log.append(entry)
             print(json.dumps(entry), flush=True)
     model.eval()

@@ -81,7 +81,8 @@ def test_eval_zeroshot(world):
 
 
 def test_bad_rows_are_reported_and_the_rest_scored(world, tmp_path):
-    rows = list(csv.DictReader(open(world / "ccneg_test.csv")))
+    with open(world / "ccneg_test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     rows[0][next(iter(rows[0]))] = "images/test/missing.png"  # first column: the image path
     bad = tmp_path / "ccneg.csv"
     with open(bad, "w", newline="") as f:

@@ -173,6 +173,25 @@ class Glasses(nn.Module):
         """A benchmark scorer; with ``rerank_k`` its score_matrix re-ranks each caption's top k with the image."""
         return GlassesScorer(self, rerank_k=rerank_k, name=name or self.name)
 
+    def text_batch(self, texts: Sequence[str]) -> TextBatch:
+        """N captions -> a :class:`TextBatch` with the backbone's (N, D) and per-layer (N, L, D) features."""
+        if self.backbone is None:
+            raise GlassesError("text_batch needs the Glasses' backbone (load_glasses(path, backbone))")
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        h = self.backbone.encode_text(texts).float().cpu().numpy()
+        layers = self.backbone.encode_text_layers(texts).float().cpu().numpy()
+        return TextBatch(texts, h, layers)
+
+    def score(self, texts: Sequence[str], image_features: np.ndarray, rerank_k: int | None = None) -> np.ndarray:
+        """(N, M) Glasses scores (logit scale) of N captions against (M, D) normalised image features.
+
+        ``lambda`` comes from the caption alone; ``rerank_k`` re-orders each negated caption's top k with the
+        image-conditioned ``lambda`` (then only the order within a row is meaningful).
+        """
+        batch = self.text_batch(texts)
+        feats = np.asarray(image_features, dtype=np.float32)
+        return self.rerank(batch, feats, rerank_k) if rerank_k else self.score_matrix(batch, feats)
+
     # -------------------------------------------------------------------------------------- extra texts
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, D) frozen-CLIP embeddings of extra texts (phrase prompts, affirmative remainders), memoised."""
