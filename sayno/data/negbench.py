@@ -42,6 +42,17 @@ class McqDataset:
         return len(self.image_paths)
 
 
+
+def _image(value: str, column: str, base: Path | None, reasons: list[str]) -> Path | None:
+    """The row's image path resolved against ``base``; appends why it is unusable to ``reasons``."""
+    img = resolve(value, base) if value.strip() else None
+    if img is None:
+        reasons.append(f"empty {column}")
+    elif not img.is_file():
+        reasons.append(f"image not found: {img}")
+    return img
+
+
 def _root(path: Path, root: str | os.PathLike | None) -> Path:
     return Path(root).expanduser() if root is not None else path.parent
 
@@ -80,11 +91,7 @@ def read_mcq_csv(path: str | os.PathLike, root: str | os.PathLike | None = None)
         if tpl is None:
             reasons.append(f"unknown template {one_line(row['correct_answer_template'], 40)!r} "
                            "(expected positive/negative/hybrid)")
-        img = resolve(row["image_path"], base) if row["image_path"].strip() else None
-        if img is None:
-            reasons.append("empty image_path")
-        elif not img.is_file():
-            reasons.append(f"image not found: {img}")
+        img = _image(row["image_path"], "image_path", base, reasons)
         if reasons:
             ds.bad_rows.append(BadRow(str(path), line, "; ".join(reasons)))
             continue
@@ -153,11 +160,7 @@ def read_retrieval_csv(path: str | os.PathLike, root: str | os.PathLike | None =
                 objects[col] = [o.strip() for o in parse_str_list(row.get(col))]
             except ValueError as e:
                 reasons.append(f"{col}: {e}")
-        img = resolve(row["filepath"], base) if row["filepath"].strip() else None
-        if img is None:
-            reasons.append("empty filepath")
-        elif not img.is_file():
-            reasons.append(f"image not found: {img}")
+        img = _image(row["filepath"], "filepath", base, reasons)
         if reasons:
             ds.bad_rows.append(BadRow(str(path), line, "; ".join(reasons)))
             continue

@@ -246,6 +246,20 @@ def subsample_groups(src: Sources, fraction: float, seed: int = 0) -> Sources:
     return subset(src, lambda im: src.groups.get(im, im) in keep)
 
 
+def train_val_sources(data: str | Path | Sources, val_data: str | Path | Sources | None, *,
+                      val_fraction: float, fraction: float, seed: int) -> tuple[Sources, Sources]:
+    """Training and validation sources. Validation: ``val_data``; else a world folder's ``*_val.csv``;
+    else ``val_fraction`` of the scene groups. Then training keeps ``fraction`` of its scene groups."""
+    src = data if isinstance(data, Sources) else read_sources(data, "train")
+    if val_data is not None:
+        val_src = val_data if isinstance(val_data, Sources) else read_sources(val_data, "val")
+    elif not isinstance(data, Sources) and Path(str(data)).is_dir() and (Path(data) / "negation_val.csv").exists():
+        val_src = read_sources(data, "val")
+    else:
+        src, val_src = split_sources(src, val_fraction, seed)
+    return subsample_groups(src, fraction, seed), val_src
+
+
 def world_vocabulary(names: Sequence[str]) -> ObjectVocabulary:
     """Vocabulary of the given object names, with the world's plurals for names it knows."""
     plurals = {}

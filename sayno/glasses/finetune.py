@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sayno.eval.scoring import TextBatch
-from sayno.glasses.data import Sources, build_features, read_sources, split_sources, subsample_groups
+from sayno.glasses.data import Sources, build_features, train_val_sources
 from sayno.glasses.model import GlassesError
 from sayno.glasses.train import _Batches, contrastive_loss
 
@@ -107,14 +107,8 @@ def finetune_text(backbone, data: str | Path | Sources, out: str | Path, *, conf
     fc = config or FinetuneConfig()
     torch.set_num_threads(fc.threads)
     torch.manual_seed(fc.seed)
-    src = data if isinstance(data, Sources) else read_sources(data, "train")
-    if val_data is not None:
-        val_src = val_data if isinstance(val_data, Sources) else read_sources(val_data, "val")
-    elif not isinstance(data, Sources) and Path(str(data)).is_dir() and (Path(data) / "negation_val.csv").exists():
-        val_src = read_sources(data, "val")
-    else:
-        src, val_src = split_sources(src, fc.val_fraction, fc.seed)
-    src = subsample_groups(src, fc.fraction, fc.seed)
+    src, val_src = train_val_sources(data, val_data, val_fraction=fc.val_fraction, fraction=fc.fraction,
+                                     seed=fc.seed)
     fs = build_features(src, backbone, cache=cache)
     vfs = build_features(val_src, backbone, cache=cache)
     tokens = backbone.tokenize(fs.lab.texts)

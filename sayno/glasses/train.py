@@ -36,9 +36,7 @@ from sayno.glasses.data import (
     FeatureSet,
     Sources,
     build_features,
-    read_sources,
-    split_sources,
-    subsample_groups,
+    train_val_sources,
 )
 from sayno.glasses.model import Glasses, GlassesConfig
 from sayno.glasses.modules import glasses_logits
@@ -341,14 +339,8 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
     torch.set_num_threads(tc.threads)
     config = config or GlassesConfig(embed_dim=backbone.embed_dim, num_layers=backbone.num_text_layers)
     out = Path(out)
-    src = data if isinstance(data, Sources) else read_sources(data, "train")
-    if val_data is not None:
-        val_src = val_data if isinstance(val_data, Sources) else read_sources(val_data, "val")
-    elif not isinstance(data, Sources) and Path(str(data)).is_dir() and (Path(data) / "negation_val.csv").exists():
-        val_src = read_sources(data, "val")
-    else:
-        src, val_src = split_sources(src, tc.val_fraction, tc.seed)
-    src = subsample_groups(src, tc.fraction, tc.seed)
+    src, val_src = train_val_sources(data, val_data, val_fraction=tc.val_fraction, fraction=tc.fraction,
+                                     seed=tc.seed)
     log(f"data: {len(src.captions)} training captions on {len(src.images)} images, "
         f"{len(val_src.captions)} validation captions ({', '.join(Path(f).name for f in src.files)})")
     fs = build_features(src, backbone, prompt=config.prompt, cache=cache, progress=progress)
