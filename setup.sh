@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  # Noto Color Emoji: the second art style (domain shift); WordNet: NegLabel's word list.
+  # Noto Color Emoji: the second art style (domain shift); WordNet: NegLabel's word list;
+  # Chromium + chromedriver: the web page's end-to-end test (tests/test_serve.py) in a real headless browser.
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji wordnet-base >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji wordnet-base chromium \
+    chromium-driver >/dev/null
 else
-  echo "setup.sh: not root or no apt-get: install fonts-noto-color-emoji and wordnet-base yourself (optional)" >&2
+  echo "setup.sh: not root or no apt-get: install fonts-noto-color-emoji, wordnet-base, chromium and chromium-driver yourself (optional)" >&2
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q -e ".[all]"

@@ -19,6 +19,7 @@ from sayno import cliutil
 from sayno.clipn import cli as clipn_cli
 from sayno.eval import runner
 from sayno.glasses import cli as glasses_cli
+from sayno.search import cli as search_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="sayno: teach CLIP to say no (CLIPGlasses and CLIPN for any CLIP).")
@@ -139,6 +140,7 @@ def info(model: str = typer.Option("embedded", "--model", "-m", help=MODEL_HELP)
 # Method sub-commands live next to their methods.
 app.add_typer(glasses_cli.app, name="glasses")
 clipn_cli.register(app, eval_app)
+search_cli.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

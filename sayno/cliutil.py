@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 # Tables are wide: when stdout is not a terminal (CI logs, files) do not squeeze them into 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=200)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line in logs
 
 MODEL_HELP = ("Backbone spec: embedded | open_clip:<model>/<tag> | open_clip:<model>:<checkpoint file> | "
               "hf:<Hugging Face CLIP folder>")

@@ -1,0 +1,279 @@
+"""Searching an index: plain CLIP for affirmative queries, the CLIPGlasses score for negated ones.
+
+Routing (per query): the Glasses' detector finds the negated phrases. None (or no Glasses) -> plain CLIP,
+``s*cos(h, I)``, one faiss inner-product search with ``h``. Some -> the caption-only Glasses score
+(docs/GLASSES.md): ``S = s*(q.I + c)`` with ``q = b - sum_p lambda_p h_neg_p`` and ``c = sum_p lambda_p tau_p``,
+so faiss searches with ``q`` and the shortlist is scored again with :meth:`Glasses.score_matrix` (exact
+values). ``rerank=k`` re-orders the top k with the image-conditioned ``lambda`` (:meth:`Glasses.rerank`).
+
+    >>> s = Searcher("runs/index")                        # doctest: +SKIP
+    >>> s.search("a beach with no people", k=20).hits     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sayno.search.build import check_compatible, file_sha1
+from sayno.search.store import IndexData, IndexMismatch, SearchError, current_version, read_index
+
+MAX_QUERY_CHARS = 1000
+MAX_K = 1000
+MODES = ("auto", "clip")
+
+
+@dataclass
+class Hit:
+    """One result: ``path`` relative to the indexed folder, ``file`` absolute, ``score`` (higher = better;
+    logits on CLIP's scale), ``refined``: scored with the image-conditioned ``lambda``."""
+
+    rank: int
+    path: str
+    file: str
+    score: float
+    refined: bool = False
+
+
+@dataclass
+class SearchResult:
+    """Hits of one query and how they were scored. ``method``: "clip" or "glasses"; ``phrases``: the negated
+    phrases and their caption-only ``lambda``; ``notes``: anything the user should know (truncation, ...)."""
+
+    query: str
+    method: str
+    hits: list[Hit]
+    negated: bool = False
+    phrases: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    index_size: int = 0
+    version: str = ""
+    ms: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` CPU threads for torch and faiss in this process (``sayno search`` and ``sayno serve`` use 1).
+
+    One query is small work: on the shared 2-core machine one thread for both answered a negated query over
+    1M images in about half the time of the defaults, while faiss on one thread with torch on two was many
+    times slower (docs/RESULTS.md, "Search and index"). Process-wide: call it in applications, not libraries.
+    """
+    import torch
+
+    from sayno.search import store
+
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    store.SEARCH_THREADS = n
+    store._faiss().omp_set_num_threads(n)
+
+
+def validate_query(query: str | None, k: int) -> str:
+    """The stripped query, or :class:`SearchError` for an empty or too long query or a bad ``k``."""
+    q = " ".join((query or "").split())
+    if not q:
+        raise SearchError("empty query: type what the images should show, e.g. \"a beach with no people\"")
+    if len(q) > MAX_QUERY_CHARS:
+        raise SearchError(f"query too long ({len(q)} characters, at most {MAX_QUERY_CHARS})")
+    if not 1 <= int(k) <= MAX_K:
+        raise SearchError(f"k={k}: ask for 1 to {MAX_K} results")
+    return q
+
+
+class Searcher:
+    """An open index with its backbone and Glasses, ready to answer queries (thread-safe).
+
+    index: the index folder. model: a backbone spec (default: the index's); backbone: an already loaded
+    backbone (default: load ``model``). glasses: a checkpoint path, default the index's own, ``"none"`` for
+    plain CLIP only. A backbone or checkpoint other than the index's raises :class:`IndexMismatch`.
+    :meth:`refresh` (called by every search) switches to a newer version of the index when one was written.
+    """
+
+    def __init__(self, index: str | Path, *, model: str | None = None, backbone=None,
+                 glasses: str | Path | None = None, device: str = "cpu"):
+        self.index_path = Path(index)
+        data = read_index(self.index_path)
+        if backbone is None:
+            from sayno.backbones import load
+
+            try:
+                backbone = load(model or data.meta["model"], device=device)
+            except ValueError as e:
+                raise SearchError(str(e).splitlines()[0]) from e
+        self.backbone = backbone
+        plain_only = glasses is not None and str(glasses).lower() == "none"
+        self.glasses_identity = None if plain_only else self._glasses_identity(glasses, data)
+        self._checked = data.meta.get("glasses") if plain_only else self.glasses_identity
+        check_compatible(data.meta, backbone.fingerprint, self._checked, str(self.index_path))
+        self.glasses = None
+        if self.glasses_identity is not None:
+            from sayno.glasses import load_glasses
+
+            self.glasses = load_glasses(self.glasses_identity["path"], backbone)
+        self._data = data
+        self._lock = threading.RLock()
+        self._text_cache: dict[str, tuple[np.ndarray, list[str]]] = {}
+
+    def _glasses_identity(self, glasses: str | Path | None, data: IndexData) -> dict | None:
+        stored = data.meta.get("glasses")
+        path = Path(glasses).expanduser().resolve() if glasses is not None else None
+        if path is None:
+            if stored is None:
+                return None
+            path = Path(stored["path"])
+        if not path.is_file():
+            raise SearchError(f"{path}: no such Glasses checkpoint")
+        return {"path": str(path), "sha1": file_sha1(path)}
+
+    def warm_up(self) -> None:
+        """Run one negated and one plain query, so that the first user query does not pay for lazy setup."""
+        for q in ("a picture with no dog", "a dog"):
+            self.search(q, 1)
+        self._text_cache.clear()
+
+    # ------------------------------------------------------------------------------------------ index
+    @property
+    def data(self) -> IndexData:
+        return self._data
+
+    def refresh(self) -> bool:
+        """Load the index's newest version if a build replaced it; True when it did."""
+        if current_version(self.index_path) == self._data.version:
+            return False
+        with self._lock:
+            if current_version(self.index_path) == self._data.version:
+                return False
+            data = read_index(self.index_path)
+            check_compatible(data.meta, self.backbone.fingerprint, self._checked, str(self.index_path))
+            self._data = data  # one assignment: a running search keeps the version it started with
+        return True
+
+    # ------------------------------------------------------------------------------------------ text
+    def _slots(self, text):
+        """The Glasses' slots; the affirmative remainder of a too-long query is truncated like the query."""
+        from sayno.backbones.base import TruncationWarning
+
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncationWarning)
+            return self.glasses.slots(text)
+
+    def _encode(self, query: str) -> tuple[np.ndarray, list[str]]:
+        """(1, L, D) layer features of the query and notes (truncation)."""
+        hit = self._text_cache.get(query)
+        if hit is not None:
+            return hit
+        from sayno.backbones.base import TruncationWarning
+        from sayno.glasses.model import single_thread
+
+        notes = []
+        # one short text: a single torch thread is fastest, and on a busy CPU more threads only add waiting
+        with self._lock, single_thread(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncationWarning)
+            layers = self.backbone.encode_text_layers([query]).float().cpu().numpy()
+        if any(issubclass(w.category, TruncationWarning) for w in caught):
+            notes.append(f"the query is longer than the model's {self.backbone.context_length} tokens: "
+                         "only its beginning was read")
+        if len(self._text_cache) > 512:
+            self._text_cache.clear()
+        self._text_cache[query] = (layers, notes)
+        return layers, notes
+
+    # ------------------------------------------------------------------------------------------ search
+    def search(self, query: str, k: int = 20, *, mode: str = "auto", rerank: int = 0) -> SearchResult:
+        """The top ``k`` images for ``query``. mode: "auto" (Glasses when the query negates something) or
+        "clip" (always plain CLIP). rerank: re-order the top ``rerank`` with the image-conditioned lambda."""
+        t0 = time.perf_counter()
+        if mode not in MODES:
+            raise SearchError(f"mode={mode!r}: use one of {MODES}")
+        q = validate_query(query, k)
+        if rerank < 0 or rerank > MAX_K:
+            raise SearchError(f"rerank={rerank}: use 0 to {MAX_K}")
+        self.refresh()
+        data = self._data
+        layers, notes = self._encode(q)
+        notes = list(notes)
+        from sayno.eval.scoring import TextBatch
+
+        text = TextBatch([q], layers[:, -1], layers)
+        scale = float(self.backbone.logit_scale)
+        result = SearchResult(q, "clip", [], index_size=len(data), version=data.version, notes=notes)
+        slots = None
+        if self.glasses is not None:
+            slots = self._slots(text)
+            result.negated = bool(slots.negated[0])
+            result.phrases = [{"phrase": p, "lambda": round(float(lam), 4), "hedged": bool(h)}
+                              for p, lam, h in zip(slots.phrases, slots.lam, slots.hedged)]
+        else:
+            from sayno.glasses.lexical import analyse
+
+            result.negated = analyse(q).negated
+            if result.negated and mode == "auto":
+                notes.append("the query negates something but the index has no Glasses: plain CLIP scores")
+        use_glasses = mode == "auto" and slots is not None and len(slots.owner) > 0
+        if mode == "auto" and slots is not None and result.negated and not len(slots.owner):
+            notes.append("the negation names nothing to leave out: plain CLIP scores")
+        kk = min(max(k, rerank), len(data))
+        if not use_glasses:
+            ids, sims = data.search(text.h[0], kk)
+            order, scores, refined = ids, scale * sims, np.zeros(len(ids), bool)
+        else:
+            result.method = "glasses"
+            order, scores, refined = self._glasses_search(text, slots, data, kk, rerank)
+        keep = order >= 0
+        order, scores, refined = order[keep][:k], scores[keep][:k], refined[keep][:k]
+        root = data.root
+        result.hits = [Hit(r + 1, str(data.files.path[i]), str(root / str(data.files.path[i])), float(s), bool(f))
+                       for r, (i, s, f) in enumerate(zip(order, scores, refined))]
+        result.ms = (time.perf_counter() - t0) * 1000
+        return result
+
+    def _glasses_search(self, text, slots, data: IndexData, kk: int, rerank: int):
+        """Top ``kk`` by the caption-only Glasses score, optionally re-ranked -> (ids, scores, refined)."""
+        from sayno.glasses.model import single_thread
+
+        g = self.glasses
+        scale = float(self.backbone.logit_scale)
+        lam, h_neg, tau = slots.lam.numpy(), slots.h_neg.numpy(), slots.tau.numpy()
+        base = slots.base.numpy()[0]
+        if g.clamp:  # score="reference" is not linear in I: shortlist by the base, then the exact scores
+            ids, _ = data.search(base, min(len(data), max(10 * kk, 1000)))
+            with single_thread():
+                exact = g.score_matrix(text, data.features(ids))[0]
+            keep = np.argsort(-exact, kind="stable")[:kk]
+            ids, scores = ids[keep], exact[keep]
+        else:  # S = s*(q.I + c): q = b - sum_p lambda_p h_neg_p, c = sum_p lambda_p tau_p (Glasses.score_matrix)
+            probe = base - (lam[:, None] * h_neg).sum(0)
+            ids, sims = data.search(probe, kk)
+            scores = scale * (sims + float((lam * tau).sum()))
+        refined = np.zeros(len(ids), bool)
+        if rerank > 0 and len(ids):
+            r = min(rerank, len(ids))
+            with single_thread():
+                new = g.rerank(text, data.features(ids), k=r)[0]
+            order = np.argsort(-new, kind="stable")
+            refined[order[:r]] = True
+            scores = np.where(refined, new, scores)
+            ids, scores, refined = ids[order], scores[order], refined[order]
+        return ids, scores, refined
+
+    def compare(self, query: str, k: int = 20, rerank: int = 0) -> tuple[SearchResult, SearchResult]:
+        """Plain CLIP and sayno (``mode="auto"``) for the same query."""
+        return self.search(query, k, mode="clip"), self.search(query, k, mode="auto", rerank=rerank)
+
+    def info(self) -> dict:
+        d = self._data
+        return {"index": str(self.index_path), "version": d.version, "images": len(d), "root": str(d.root),
+                "model": d.meta.get("model"), "fingerprint": d.meta.get("fingerprint"),
+                "glasses": (self.glasses_identity or {}).get("path"), "bad_files": len(d.meta.get("bad", []))}
+
+
+__all__ = ["MAX_K", "MAX_QUERY_CHARS", "Hit", "IndexMismatch", "SearchError", "SearchResult", "Searcher",
+           "set_threads", "validate_query"]
