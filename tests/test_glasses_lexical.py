@@ -145,3 +145,16 @@ def test_every_world_caption_pattern_is_understood():
             assert analyse(cap.text).hedged == cap.hedged, cap.text
             n += 1
     assert n == 1500
+
+
+def test_affirmative_text_is_computed_once_per_analysis():
+    """Scoring asks every negated caption for its affirmative part: it is cached on the (cached) analysis,
+    and the cache changes neither the value nor the analysis' equality and hash."""
+    a = analyse("a cat but probably no dog")
+    first = a.affirmative_text
+    assert first == "a cat"
+    assert a.affirmative_text is first
+    assert analyse("a cat but probably no dog") is a
+    fresh = analyse.__wrapped__("a cat but probably no dog")
+    assert fresh == a and hash(fresh) == hash(a)
+    assert fresh.affirmative_text == first

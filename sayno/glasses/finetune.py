@@ -134,7 +134,9 @@ def finetune_text(backbone, data: str | Path | Sources, out: str | Path, *, conf
         home = torch.as_tensor(feats.lab.home)[caps]
         pc = torch.nonzero(obs).squeeze(-1)
         pi = torch.tensor([local[int(home[k])] for k in pc.tolist()], dtype=torch.long)
-        return contrastive_loss(S, T, pc, pi)
+        # as for Glasses: hedged captions (observed even where false) take part in the text->image loss only
+        hedged = torch.as_tensor(feats.lab.hedged)[caps]
+        return contrastive_loss(S, T, pc, pi, hedged)
 
     def validate() -> float:
         tower.eval()

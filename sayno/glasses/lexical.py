@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 # Words that negate what follows them.
 FORWARD_CUES = frozenset({
@@ -117,9 +117,11 @@ class Analysis:
         """Whether any negation is hedged."""
         return any(n.hedged for n in self.negations)
 
-    @property
+    @cached_property
     def affirmative_text(self) -> str:
-        """The caption with every negated clause removed: "a cat but no dog" -> "a cat", "no dog" -> ""."""
+        """The caption with every negated clause removed: "a cat but no dog" -> "a cat", "no dog" -> "".
+
+        Cached on the (frozen, itself cached) analysis: scoring calls it for every negated caption."""
         if not self.negations:
             return self.text
         out, pos = [], 0

@@ -278,13 +278,16 @@ class Glasses(nn.Module):
     def _matrix_from_slots(self, text: TextBatch, images: np.ndarray, s: Slots) -> np.ndarray:
         scale = self.logit_scale
         rows = np.unique(s.owner.numpy())
+        # Every torch op here runs on one thread: a multi-threaded torch op leaves OpenMP workers spinning
+        # while numpy's BLAS multiplies right after, and on a busy CPU that made score_matrix 3-6x slower.
         if not self.clamp:
             q = np.array(text.h, copy=True)
             const = np.zeros(len(q), dtype=np.float32)
             if len(rows):
-                delta = torch.zeros((len(q), q.shape[1])).index_add_(0, s.owner, s.lam.unsqueeze(-1) * s.h_neg)
-                q[rows] = (s.base[rows] - delta[rows]).numpy().astype(q.dtype)
-                const = torch.zeros(len(q)).index_add_(0, s.owner, s.lam * s.tau).numpy()
+                with single_thread():
+                    delta = torch.zeros((len(q), q.shape[1])).index_add_(0, s.owner, s.lam.unsqueeze(-1) * s.h_neg)
+                    q[rows] = (s.base[rows] - delta[rows]).numpy().astype(q.dtype)
+                    const = torch.zeros(len(q)).index_add_(0, s.owner, s.lam * s.tau).numpy()
             out = q @ images.T
             out *= scale
             add = (scale * const).astype(out.dtype)
@@ -294,10 +297,12 @@ class Glasses(nn.Module):
         out = text.h @ images.T
         out *= scale
         if len(rows):
+            with single_thread():
+                base_rows = s.base[rows].numpy()
             pen = np.maximum(s.lam.numpy()[:, None] * (s.h_neg.numpy() @ images.T - s.tau.numpy()[:, None]), 0)
             total = np.zeros((len(out), out.shape[1]), dtype=np.float32)
             np.add.at(total, s.owner.numpy(), pen)
-            out[rows] = scale * (s.base[rows].numpy() @ images.T - total[rows])
+            out[rows] = scale * (base_rows @ images.T - total[rows])
         return out
 
     def score_pairs(self, text: TextBatch, images: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import sayno
@@ -341,7 +342,7 @@ def print_ood_table(result: dict, console: Console) -> None:
                                                                      _fmt(m.get("ID acc"), m.get("ID acc std"))]
         for s in shifts:
             row += [cell(f"{s} AUROC", f"{s} FPR95"), _fmt(m.get(f"{s} ID acc"), m.get(f"{s} ID acc std"))]
-        t.add_row(name, *row)
+        t.add_row(escape(name), *row)  # row names hold "[label]": not rich markup
     console.print(t)
     console.print(f"FPR95: {result.get('fpr_convention', FPR_CONVENTION)}", style="dim")
     for note in result.get("notes", []):
