@@ -6,16 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 SHIPPED = Path(__file__).resolve().parent.parent / "sayno" / "weights" / "clipn-embedded.safetensors"
 
 
-@pytest.fixture(scope="module")
-def embedded():
-    from sayno.backbones import load
-
-    return load("embedded")
 
 
 def _images(concepts, seed: int):

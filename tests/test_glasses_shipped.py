@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sayno.backbones import load
 from sayno.glasses import load_glasses
 from sayno.world import get_style, load_concepts, make_scene, render_scene
 
@@ -15,8 +14,8 @@ SHIPPED = Path(__file__).resolve().parent.parent / "sayno" / "weights" / "glasse
 
 
 @pytest.fixture(scope="module")
-def clip():
-    return load("embedded")
+def clip(embedded):
+    return embedded
 
 
 @pytest.fixture(scope="module")

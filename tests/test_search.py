@@ -25,13 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bb():
-    from sayno.backbones import load
-
-    return load("embedded")
-
-
-@pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
     tiny_world(out, groups=100)
@@ -39,15 +32,15 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def index(world, bb, tmp_path_factory):
+def index(world, embedded, tmp_path_factory):
     out = tmp_path_factory.mktemp("index") / "idx"
-    build_index(world / "images", out, backbone=bb, progress=False)
+    build_index(world / "images", out, backbone=embedded, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
-def searcher(index, bb):
-    return Searcher(index, backbone=bb)
+def searcher(index, embedded):
+    return Searcher(index, backbone=embedded)
 
 
 def _copy(world: Path, names: list[str], dest: Path) -> list[Path]:
@@ -61,10 +54,10 @@ def _copy(world: Path, names: list[str], dest: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------ building
-def test_incremental_add_change_delete_rename(world, bb, tmp_path):
+def test_incremental_add_change_delete_rename(world, embedded, tmp_path):
     folder = tmp_path / "photos"
     _copy(world, ["a.png", "b.png", "c.png", "sub/d.png", "e.png"], folder)
-    first = build_index(folder, tmp_path / "idx", backbone=bb, progress=False)
+    first = build_index(folder, tmp_path / "idx", backbone=embedded, progress=False)
     assert (first.total, first.encoded, first.reused, first.removed) == (5, 5, 0, 0)
 
     spare = sorted((world / "images" / "test").glob("*.png"))
@@ -73,26 +66,26 @@ def test_incremental_add_change_delete_rename(world, bb, tmp_path):
     (folder / "sub" / "d.png").rename(folder / "sub" / "d2.png")     # renamed: same content, new path
     shutil.copy2(spare[21], folder / "f.png")                        # new
     (folder / "notes.txt").write_text("not an image")                # ignored
-    second = build_index(folder, tmp_path / "idx", backbone=bb, progress=False)
+    second = build_index(folder, tmp_path / "idx", backbone=embedded, progress=False)
     assert (second.total, second.encoded, second.reused, second.removed) == (5, 2, 3, 2)
     data = read_index(tmp_path / "idx")
     assert data.files.path.tolist() == ["a.png", "b.png", "e.png", "f.png", "sub/d2.png"]
 
     # the same vectors as a fresh build, and as encoding the files directly
-    fresh = read_index(build_index(folder, tmp_path / "fresh", backbone=bb, progress=False).index)
+    fresh = read_index(build_index(folder, tmp_path / "fresh", backbone=embedded, progress=False).index)
     assert fresh.files.path.tolist() == data.files.path.tolist()
     assert (fresh.files.sha1 == data.files.sha1).all()
     np.testing.assert_allclose(data.features(), fresh.features(), atol=1e-6)
     from sayno.features import encode_images
 
-    direct = encode_images(bb, [folder / p for p in data.files.path], progress=False).features
+    direct = encode_images(embedded, [folder / p for p in data.files.path], progress=False).features
     np.testing.assert_allclose(data.features(), direct, atol=1e-5)
 
-    third = build_index(folder, tmp_path / "idx", backbone=bb, progress=False)  # nothing changed
+    third = build_index(folder, tmp_path / "idx", backbone=embedded, progress=False)  # nothing changed
     assert (third.encoded, third.reused, third.removed) == (0, 5, 0)
 
 
-def test_unreadable_files_are_reported_and_skipped(world, bb, tmp_path):
+def test_unreadable_files_are_reported_and_skipped(world, embedded, tmp_path):
     folder = tmp_path / "photos"
     _copy(world, ["ok1.png", "deep/ok2.png"], folder)
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
@@ -100,7 +93,7 @@ def test_unreadable_files_are_reported_and_skipped(world, bb, tmp_path):
     (folder / "truncated.png").write_bytes(good[: len(good) // 3])
     (folder / "text.webp").write_text("hello, I am not a picture")
     (folder / "dangling.jpg").symlink_to(tmp_path / "does-not-exist.jpg")
-    report = build_index(folder, tmp_path / "idx", backbone=bb, progress=False)
+    report = build_index(folder, tmp_path / "idx", backbone=embedded, progress=False)
     assert report.total == 2
     bad = {Path(b.file).name: b.reason for b in report.bad}
     assert set(bad) == {"corrupt.png", "truncated.png", "text.webp", "dangling.jpg"}
@@ -115,24 +108,24 @@ def test_unreadable_files_are_reported_and_skipped(world, bb, tmp_path):
     assert "skipped" in _out(r) and "corrupt.png" in _out(r)
 
 
-def test_empty_or_unusable_folder_is_an_error(bb, tmp_path):
+def test_empty_or_unusable_folder_is_an_error(embedded, tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
     with pytest.raises(SearchError, match="no images"):
-        build_index(tmp_path / "empty", tmp_path / "idx", backbone=bb, progress=False)
+        build_index(tmp_path / "empty", tmp_path / "idx", backbone=embedded, progress=False)
     assert not (tmp_path / "idx" / "CURRENT").exists()
     with pytest.raises(SearchError, match="no such image folder"):
-        build_index(tmp_path / "missing", tmp_path / "idx", backbone=bb, progress=False)
+        build_index(tmp_path / "missing", tmp_path / "idx", backbone=embedded, progress=False)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"garbage")
     with pytest.raises(SearchError, match="none of its 1 image files"):
-        build_index(tmp_path / "bad", tmp_path / "idx", backbone=bb, progress=False)
+        build_index(tmp_path / "bad", tmp_path / "idx", backbone=embedded, progress=False)
     r = CliRunner().invoke(_app(), ["index", "build", str(tmp_path / "empty"), "--out", str(tmp_path / "idx")])
     assert r.exit_code == 2 and "no images" in _out(r)
 
 
 # ------------------------------------------------------------------------------------------ refusals
-def test_other_backbone_or_glasses_is_refused(index, bb, world, tmp_path):
+def test_other_backbone_or_glasses_is_refused(index, embedded, world, tmp_path):
     from sayno.backbones.testing import tiny_open_clip
     from sayno.glasses import load_glasses
 
@@ -142,43 +135,43 @@ def test_other_backbone_or_glasses_is_refused(index, bb, world, tmp_path):
     with pytest.raises(IndexMismatch, match="built with backbone"):
         build_index(world / "images", index, IndexConfig(glasses=None), backbone=other_bb, progress=False)
     other = tmp_path / "other-glasses.safetensors"
-    load_glasses(SHIPPED_GLASSES, bb).save(other, training={"note": "same weights, another checkpoint"})
+    load_glasses(SHIPPED_GLASSES, embedded).save(other, training={"note": "same weights, another checkpoint"})
     with pytest.raises(IndexMismatch, match="other-glasses"):
-        Searcher(index, backbone=bb, glasses=other)
+        Searcher(index, backbone=embedded, glasses=other)
     with pytest.raises(IndexMismatch):
-        build_index(world / "images", index, IndexConfig(glasses=str(other)), backbone=bb, progress=False)
+        build_index(world / "images", index, IndexConfig(glasses=str(other)), backbone=embedded, progress=False)
     r = CliRunner().invoke(_app(), ["search", str(index), "no dog", "--glasses", str(other)])
     assert r.exit_code == 2 and "built with" in _out(r)
     # plain CLIP only is allowed; --rebuild starts over
-    assert Searcher(index, backbone=bb, glasses="none").search("no dog", 3).method == "clip"
+    assert Searcher(index, backbone=embedded, glasses="none").search("no dog", 3).method == "clip"
     small = tmp_path / "small"
     _copy(world, ["a.png", "b.png"], small)
-    build_index(small, tmp_path / "idx", backbone=bb, progress=False)
+    build_index(small, tmp_path / "idx", backbone=embedded, progress=False)
     with pytest.raises(IndexMismatch, match="indexes"):  # another folder into the same index
-        build_index(small, index, backbone=bb, progress=False)
-    rep = build_index(small, tmp_path / "idx", IndexConfig(glasses=str(other), rebuild=True), backbone=bb,
+        build_index(small, index, backbone=embedded, progress=False)
+    rep = build_index(small, tmp_path / "idx", IndexConfig(glasses=str(other), rebuild=True), backbone=embedded,
                       progress=False)
     assert rep.encoded == rep.total == 2
-    assert Searcher(tmp_path / "idx", backbone=bb, glasses=other).glasses is not None
+    assert Searcher(tmp_path / "idx", backbone=embedded, glasses=other).glasses is not None
 
 
 # ------------------------------------------------------------------------------------------ search
-def test_routing_and_exact_scores(searcher, bb):
+def test_routing_and_exact_scores(searcher, embedded):
     from sayno.eval.scoring import TextBatch
 
     feats = searcher.data.features()
     paths = searcher.data.files.path.tolist()
     plain = searcher.search("a dog and a bee", k=7)
     assert plain.method == "clip" and not plain.negated and len(plain.hits) == 7
-    h = bb.encode_text(["a dog and a bee"]).numpy()
-    brute = bb.logit_scale * (feats @ h[0])
+    h = embedded.encode_text(["a dog and a bee"]).numpy()
+    brute = embedded.logit_scale * (feats @ h[0])
     top = np.argsort(-brute)[:7]
     assert [x.path for x in plain.hits] == [paths[i] for i in top]
     np.testing.assert_allclose([x.score for x in plain.hits], brute[top], rtol=1e-4)
 
     neg = searcher.search("a picture with no dog", k=7)
     assert neg.method == "glasses" and neg.negated and [p["phrase"] for p in neg.phrases] == ["dog"]
-    layers = bb.encode_text_layers(["a picture with no dog"]).numpy()
+    layers = embedded.encode_text_layers(["a picture with no dog"]).numpy()
     full = searcher.glasses.score_matrix(TextBatch(["a picture with no dog"], layers[:, -1], layers), feats)[0]
     top = np.argsort(-full)[:7]
     assert [x.path for x in neg.hits] == [paths[i] for i in top]
@@ -237,13 +230,13 @@ def test_rerank_reorders_the_shortlist(searcher):
 
 
 # ------------------------------------------------------------------------------------------ concurrency
-def test_readers_see_old_or_new_index_during_rebuilds(world, bb, tmp_path):
+def test_readers_see_old_or_new_index_during_rebuilds(world, embedded, tmp_path):
     folder = tmp_path / "photos"
     _copy(world, [f"{i:02d}.png" for i in range(12)], folder)
     extra = sorted((world / "images" / "test").glob("*.png"))[40:44]
     idx = tmp_path / "idx"
-    build_index(folder, idx, backbone=bb, progress=False)
-    searcher = Searcher(idx, backbone=bb)
+    build_index(folder, idx, backbone=embedded, progress=False)
+    searcher = Searcher(idx, backbone=embedded)
     seen, errors, stop = set(), [], threading.Event()
 
     def reader(kind: str) -> None:
@@ -272,7 +265,7 @@ def test_readers_see_old_or_new_index_during_rebuilds(world, bb, tmp_path):
             else:
                 for j in range(len(extra)):
                     (folder / f"x{j}.png").unlink()
-            build_index(folder, idx, backbone=bb, progress=False)
+            build_index(folder, idx, backbone=embedded, progress=False)
     finally:
         stop.set()
         for t in threads:
@@ -323,7 +316,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one(world, bb, tmp_path):
+def test_torchrun_two_processes_equal_one(world, embedded, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun not installed next to this python")
@@ -338,7 +331,7 @@ def test_torchrun_two_processes_equal_one(world, bb, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads(r.stdout)
     assert rep["processes"] == 2 and rep["total"] == 9 and len(rep["bad"]) == 1
-    one = read_index(build_index(folder, tmp_path / "one", backbone=bb, progress=False).index)
+    one = read_index(build_index(folder, tmp_path / "one", backbone=embedded, progress=False).index)
     two = read_index(idx)
     assert two.meta["build"]["processes"] == 2
     assert two.files.path.tolist() == one.files.path.tolist()

@@ -22,10 +22,8 @@ UPLOAD_LIMIT = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def bb():
-    from sayno.backbones import load
-
-    return load("embedded")
+def bb(embedded):
+    return embedded
 
 
 @pytest.fixture(scope="module")
