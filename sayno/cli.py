@@ -15,8 +15,9 @@ from pathlib import Path
 
 import typer
 
-from sayno import cliutil
 from sayno.clipn import cli as clipn_cli
+from sayno.cliutil import MODEL_HELP, console, err
+from sayno.cliutil import guard as _guard
 from sayno.eval import runner
 from sayno.glasses import cli as glasses_cli
 from sayno.search import cli as search_cli
@@ -27,11 +28,6 @@ world_app = typer.Typer(no_args_is_help=True, help="The emoji world: build its d
 eval_app = typer.Typer(no_args_is_help=True, help="Benchmarks: zero-shot, MCQ, CC-Neg, retrieval, OOD.")
 app.add_typer(world_app, name="world")
 app.add_typer(eval_app, name="eval")
-
-console, err = cliutil.console, cliutil.err
-MODEL_HELP = cliutil.MODEL_HELP
-_fail, _guard = cliutil.fail, cliutil.guard
-
 
 # ---------------------------------------------------------------------------------------------- world
 @world_app.command("build")

@@ -197,10 +197,17 @@ def tiny_world(tmp_path_factory):
     return folder
 
 
-def test_cli_train_then_report_on_the_world(tiny_world, tmp_path):
+def test_cli_train_then_report_on_the_world(tiny_world, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
+    from sayno.glasses import cli
     from sayno.glasses.cli import app
+
+    def load_backbone(spec: str, device: str = "cpu"):  # the random test CLIP stands in for "tiny:SEED"
+        assert spec.startswith("tiny:"), spec
+        return tiny_clip(seed=int(spec.split(":", 1)[1]))
+
+    monkeypatch.setattr(cli, "load_backbone", load_backbone)
 
     out = tmp_path / "g.safetensors"
     r = CliRunner().invoke(app, ["train", "--model", "tiny:0", "--data", str(tiny_world), "--out", str(out),

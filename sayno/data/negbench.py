@@ -42,7 +42,6 @@ class McqDataset:
         return len(self.image_paths)
 
 
-
 def _image(value: str, column: str, base: Path | None, reasons: list[str]) -> Path | None:
     """The row's image path resolved against ``base``; appends why it is unusable to ``reasons``."""
     img = resolve(value, base) if value.strip() else None

@@ -43,11 +43,7 @@ class DetectorMode(str, Enum):
 
 
 def load_backbone(spec: str, device: str = "cpu"):
-    """A backbone from its spec; ``tiny:SEED`` is the random test CLIP of :mod:`sayno.glasses.testing`."""
-    if spec.startswith("tiny:"):
-        from sayno.glasses.testing import tiny_clip
-
-        return tiny_clip(seed=int(spec.split(":", 1)[1]))
+    """A backbone from its spec (``sayno.load``)."""
     from sayno.backbones.registry import load
 
     return load(spec, device=device)

@@ -275,19 +275,31 @@ class Glasses(nn.Module):
         s = self.slots(text)
         return self._matrix_from_slots(text, images, s)
 
+    def query_vectors(self, text: TextBatch, s: Slots) -> tuple[np.ndarray, np.ndarray]:
+        """The linear form of the caption-only score (``score="tau"``): ``S = s*(q.I + c)``.
+
+        Returns q (N, D) = ``b - sum_p lambda_p h_neg_p`` (``h`` for captions without slots) and c (N,) =
+        ``sum_p lambda_p tau_p``: one query vector per caption, so the score fits a vector index.
+        """
+        if self.clamp:
+            raise GlassesError('score="reference" is not linear in the image: it has no query vectors')
+        q = np.array(text.h, copy=True)
+        const = np.zeros(len(q), dtype=np.float32)
+        rows = np.unique(s.owner.numpy())
+        if len(rows):
+            # Torch ops on one thread: a multi-threaded op leaves OpenMP workers spinning while numpy's BLAS
+            # multiplies right after, and on a busy CPU that made score_matrix 3-6x slower.
+            with single_thread():
+                delta = torch.zeros((len(q), q.shape[1])).index_add_(0, s.owner, s.lam.unsqueeze(-1) * s.h_neg)
+                q[rows] = (s.base[rows] - delta[rows]).numpy().astype(q.dtype)
+                const = torch.zeros(len(q)).index_add_(0, s.owner, s.lam * s.tau).numpy()
+        return q, const
+
     def _matrix_from_slots(self, text: TextBatch, images: np.ndarray, s: Slots) -> np.ndarray:
         scale = self.logit_scale
         rows = np.unique(s.owner.numpy())
-        # Every torch op here runs on one thread: a multi-threaded torch op leaves OpenMP workers spinning
-        # while numpy's BLAS multiplies right after, and on a busy CPU that made score_matrix 3-6x slower.
         if not self.clamp:
-            q = np.array(text.h, copy=True)
-            const = np.zeros(len(q), dtype=np.float32)
-            if len(rows):
-                with single_thread():
-                    delta = torch.zeros((len(q), q.shape[1])).index_add_(0, s.owner, s.lam.unsqueeze(-1) * s.h_neg)
-                    q[rows] = (s.base[rows] - delta[rows]).numpy().astype(q.dtype)
-                    const = torch.zeros(len(q)).index_add_(0, s.owner, s.lam * s.tau).numpy()
+            q, const = self.query_vectors(text, s)
             out = q @ images.T
             out *= scale
             add = (scale * const).astype(out.dtype)

@@ -2,9 +2,10 @@
 
 Routing (per query): the Glasses' detector finds the negated phrases. None (or no Glasses) -> plain CLIP,
 ``s*cos(h, I)``, one faiss inner-product search with ``h``. Some -> the caption-only Glasses score
-(docs/GLASSES.md): ``S = s*(q.I + c)`` with ``q = b - sum_p lambda_p h_neg_p`` and ``c = sum_p lambda_p tau_p``,
-so faiss searches with ``q`` and the shortlist is scored again with :meth:`Glasses.score_matrix` (exact
-values). ``rerank=k`` re-orders the top k with the image-conditioned ``lambda`` (:meth:`Glasses.rerank`).
+(docs/GLASSES.md): ``S = s*(q.I + c)`` with ``q, c`` from :meth:`Glasses.query_vectors`, so faiss searches with
+``q`` (the index re-scores its candidates with the float32 features: exact values). The clamped reference score
+is not linear in ``I``: a shortlist by the base is scored with :meth:`Glasses.score_matrix`. ``rerank=k``
+re-orders the top k with the image-conditioned ``lambda`` (:meth:`Glasses.rerank`).
 
     >>> s = Searcher("runs/index")                        # doctest: +SKIP
     >>> s.search("a beach with no people", k=20).hits     # doctest: +SKIP
@@ -240,19 +241,16 @@ class Searcher:
         from sayno.glasses.model import single_thread
 
         g = self.glasses
-        scale = float(self.backbone.logit_scale)
-        lam, h_neg, tau = slots.lam.numpy(), slots.h_neg.numpy(), slots.tau.numpy()
-        base = slots.base.numpy()[0]
         if g.clamp:  # score="reference" is not linear in I: shortlist by the base, then the exact scores
-            ids, _ = data.search(base, min(len(data), max(10 * kk, 1000)))
+            ids, _ = data.search(slots.base.numpy()[0], min(len(data), max(10 * kk, 1000)))
             with single_thread():
                 exact = g.score_matrix(text, data.features(ids))[0]
             keep = np.argsort(-exact, kind="stable")[:kk]
             ids, scores = ids[keep], exact[keep]
-        else:  # S = s*(q.I + c): q = b - sum_p lambda_p h_neg_p, c = sum_p lambda_p tau_p (Glasses.score_matrix)
-            probe = base - (lam[:, None] * h_neg).sum(0)
-            ids, sims = data.search(probe, kk)
-            scores = scale * (sims + float((lam * tau).sum()))
+        else:  # S = s*(q.I + c) (Glasses.query_vectors): faiss searches with q
+            q, const = g.query_vectors(text, slots)
+            ids, sims = data.search(q[0], kk)
+            scores = g.logit_scale * (sims + float(const[0]))
         refined = np.zeros(len(ids), bool)
         if rerank > 0 and len(ids):
             r = min(rerank, len(ids))
