@@ -21,7 +21,7 @@ from sayno.glasses.data import (
 from sayno.glasses.evaluate import lambda_report, world_report
 from sayno.glasses.model import GlassesConfig
 from sayno.glasses.testing import SyntheticClip, tiny_clip, write_synthetic_world
-from sayno.glasses.train import TrainConfig, contrastive_loss, presence_loss, train_glasses
+from sayno.glasses.train import TrainConfig, auto_batch_groups, contrastive_loss, presence_loss, train_glasses
 
 NAMES = ["cat", "dog", "cow", "horse", "apple", "pear", "car", "bus", "tree", "hot dog", "ship", "lamp", "sheep",
          "fish", "kite", "drum"]
@@ -173,6 +173,27 @@ def test_resume_after_interruption_gives_the_same_checkpoint(synthetic, tmp_path
     with safe_open(str(tmp_path / "full.safetensors"), "pt") as a, safe_open(str(out), "pt") as b:
         for k in a.keys():  # noqa: SIM118 - safe_open is no dict
             assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+
+
+def test_auto_batch_groups():
+    assert auto_batch_groups(3000) == 32  # the full world keeps 32 groups per batch
+    assert auto_batch_groups(150) == 9  # a 5% subset: at least 16 batches per epoch
+    assert auto_batch_groups(10) == 1 and auto_batch_groups(0) == 1
+
+
+def test_early_stopping_waits_for_min_steps(synthetic, tmp_path):
+    folder, clip = synthetic
+
+    def frame_epochs(min_steps: int) -> int:
+        tc = TrainConfig(epochs=(0, 8, 0, 0), batch_groups=10**6, patience=0, min_steps=min_steps)  # 1 batch/epoch
+        res = train_glasses(clip, folder, tmp_path / f"g{min_steps}.safetensors", config=small_config(clip),
+                            train=tc, log=lambda s: None)
+        assert res.summary["train"]["batch_groups"] == 10**6
+        return sum(h["stage"] == "frame" for h in res.summary["history"])
+
+    # patience 0 stops as soon as early stopping may start: after min_steps steps
+    assert frame_epochs(1) == 1
+    assert frame_epochs(3) == 3
 
 
 def test_partial_state_of_other_settings_is_ignored(synthetic, tmp_path):

@@ -199,24 +199,29 @@ def test_bad_queries(searcher):
 
 
 def test_negated_query_fixed_on_the_world(searcher, world):
-    """'no X' ranks images without X above images with X; plain CLIP ranks them the other way round."""
+    """'no X' ranks images without X above images with X; plain CLIP ranks them the other way round.
+
+    Per object: no X in sayno's top 10, at least one in plain CLIP's. Over the five most common objects (6-9
+    images each of 200, so one object's AUC is noisy): mean absent-first AUC above 0.8 for sayno, below 0.5
+    for plain CLIP.
+    """
     truth = object_truth(world)
     paths = searcher.data.files.path.tolist()
     n = len(paths)
-    for obj in common_objects(truth, 3):
+    aucs: dict[str, list[float]] = {"clip": [], "auto": []}
+    for obj in common_objects(truth, 5):
         has = np.array([obj in truth[p] for p in paths])
-        aucs = {}
         for mode in ("clip", "auto"):
             res = searcher.search(f"no {obj}", k=n, mode=mode)
             score = np.empty(n)
             score[[paths.index(h.path) for h in res.hits]] = [h.score for h in res.hits]
-            aucs[mode] = absent_first_auc(score, has)
+            aucs[mode].append(absent_first_auc(score, has))
             top10 = sum(obj in truth[h.path] for h in res.hits[:10])
             if mode == "auto":
                 assert res.method == "glasses" and top10 == 0, (obj, top10)
             else:
                 assert top10 >= 1, (obj, top10)
-        assert aucs["clip"] < 0.5 and aucs["auto"] > 0.75, (obj, aucs)
+    assert np.mean(aucs["clip"]) < 0.5 and np.mean(aucs["auto"]) > 0.8, aucs
 
 
 def test_rerank_reorders_the_shortlist(searcher):

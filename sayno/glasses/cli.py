@@ -87,12 +87,17 @@ def train(
     lambda_max: Annotated[float, typer.Option(help="Upper bound of lambda.")] = 2.0,
     hidden: Annotated[int, typer.Option(help="Hidden width of Lens and Frame.")] = 256,
     epochs: Annotated[str, typer.Option(help="Epochs per stage: detector,frame,lens,joint.")] = "20,10,10,20",
-    batch_groups: Annotated[int, typer.Option(help="Scene groups per batch.")] = 32,
+    batch_groups: Annotated[int | None, typer.Option(
+        help="Scene groups per batch (default 32; fewer for small data, so that an epoch has at least 16 batches).",
+        show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    patience: Annotated[int, typer.Option(help="Early stopping: epochs without a better validation loss.")] = 5,
+    patience: Annotated[int, typer.Option(help="Early stopping: epochs without a better validation loss "
+                                               "(counted after --min-steps).")] = 5,
     min_steps: Annotated[int, typer.Option(help="At least this many steps per stage (small data sets get "
-                                                "more epochs).")] = 300,
+                                                "more epochs).")] = 600,
     fraction: Annotated[float, typer.Option(help="Train on this fraction of the scene groups.")] = 1.0,
+    presence_weight: Annotated[float, typer.Option(help="Weight of the Lens presence loss (0: off).")] = 0.0,
+    lens_weight: Annotated[float, typer.Option(help="Weight of the reference Lens loss in the joint stage.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads (the modules are small: 1 is fastest).")] = 1,
     resume: Annotated[bool, typer.Option("--resume/--no-resume",
@@ -111,7 +116,8 @@ def train(
                         lens_input=lens.value, score=score.value, base=base.value, detector=detector.value,
                         lambda_max=lambda_max)
     tc = TrainConfig(epochs=_epochs(epochs), batch_groups=batch_groups, lr=lr, patience=patience,
-                     min_steps=min_steps, fraction=fraction, seed=seed, threads=threads)
+                     min_steps=min_steps, fraction=fraction, seed=seed, threads=threads,
+                     presence_weight=presence_weight, lens_weight=lens_weight)
     cache = _cache(no_cache)
     res = train_glasses(backbone, data, out, config=cfg, train=tc, val_data=val, resume=resume, cache=cache,
                         log=console.print)

@@ -14,7 +14,7 @@ for i differs; computed for the caption-only and for the image-conditioned lambd
 their plain CLIP scores and act as fixed anchors.
 
 Each stage keeps its best epoch on the validation loss and stops after ``patience`` epochs without a new
-best. After every epoch the whole state goes to ``<out>.partial``; a rerun with the same settings resumes
+best, counted once the stage has run ``min_steps`` optimiser steps (small data sets: many short epochs). After every epoch the whole state goes to ``<out>.partial``; a rerun with the same settings resumes
 there.
 """
 
@@ -49,18 +49,27 @@ class TrainConfig:
     """Optimisation settings. ``epochs``: per stage, in :data:`STAGES` order."""
 
     epochs: tuple[int, int, int, int] = (20, 10, 10, 20)
-    batch_groups: int = 32
+    batch_groups: int | None = None  # None: auto_batch_groups(number of training scene groups)
     lr: float = 1e-3
     detector_lr: float = 3e-3
     weight_decay: float = 1e-4
-    patience: int = 5
-    min_steps: int = 300  # per stage: small data sets get more epochs (low-resource training)
-    lens_weight: float = 0.0
-    presence_weight: float = 1.0
+    patience: int = 5  # epochs without a better validation loss; counted only after min_steps
+    min_steps: int = 600  # per stage: small data sets get more epochs (low-resource training)
+    lens_weight: float = 1.0  # reference Lens loss in the joint stage: keeps h_neg near its object's prompt
+    presence_weight: float = 0.0  # presence loss on the Lens (sharper in style, worse across styles)
     val_fraction: float = 0.1
     fraction: float = 1.0
     seed: int = 0
     threads: int = 1  # the modules are small: one thread is fastest, and kind to a shared CPU
+
+
+def auto_batch_groups(n_groups: int, most: int = 32, min_batches: int = 16) -> int:
+    """Scene groups per batch: ``most`` (32), fewer when that leaves under ``min_batches`` batches per epoch.
+
+    Full world data (3,000 groups) keeps 32; a 5% subset (150 groups) gets 9. Small batches give small data
+    sets enough optimiser steps and enough noise between epochs for early stopping to mean something.
+    """
+    return int(min(most, max(1, n_groups // min_batches)))
 
 
 @dataclass
@@ -354,6 +363,7 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
     runner = _Runner(g, fs, _SlotIndex(fs, config.lens_input), scale, tc.lens_weight, tc.presence_weight)
     vrunner = _Runner(g, vfs, _SlotIndex(vfs, config.lens_input), scale, tc.lens_weight, tc.presence_weight)
     batches, vbatches = _Batches(fs), _Batches(vfs)
+    bg = tc.batch_groups or auto_batch_groups(len(batches))
     key = _run_key(config, tc, backbone.fingerprint, src.files, len(src.captions))
     partial = Path(str(out) + ".partial")
     state = None
@@ -379,7 +389,7 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
         params = _stage_params(g, stage)
         opt = torch.optim.AdamW(params, lr=tc.detector_lr if stage == "detector" else tc.lr,
                                 weight_decay=tc.weight_decay)
-        n_batches = math.ceil(len(batches) / tc.batch_groups)
+        n_batches = math.ceil(len(batches) / bg)
         n_epochs = max(tc.epochs[si], math.ceil(tc.min_steps / max(n_batches, 1)))
         total = n_epochs * n_batches
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total))
@@ -390,12 +400,12 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
             first_epoch, best, bad, best_loss = state["epoch"] + 1, state["best"], state["bad"], state["best_loss"]
         state = None
         for epoch in range(first_epoch, n_epochs):
-            if bad >= tc.patience:
+            if bad >= tc.patience and epoch * n_batches >= tc.min_steps:
                 break
             te = time.time()
             g.train()
             tl, tn = 0.0, 0
-            for caps, imgs in batches(tc.batch_groups, rng):
+            for caps, imgs in batches(bg, rng):
                 loss, _ = runner.batch(stage, caps, imgs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -404,7 +414,7 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
                 sched.step()
                 tl += float(loss.detach()) * len(caps)
                 tn += len(caps)
-            val = _evaluate(vrunner, stage, vbatches, tc.batch_groups, g)
+            val = _evaluate(vrunner, stage, vbatches, bg, g)
             improved = val["loss"] < best_loss - 1e-5
             if improved:
                 best_loss, bad = val["loss"], 0
@@ -432,9 +442,9 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
         Path(str(partial) + ".tmp").replace(partial)
 
     g.eval()
-    final = {stage: _evaluate(vrunner, stage, vbatches, tc.batch_groups, g) for stage in ("detector", "joint")}
+    final = {stage: _evaluate(vrunner, stage, vbatches, bg, g) for stage in ("detector", "joint")}
     summary = {"data": [str(f) for f in src.files], "val_data": [str(f) for f in val_src.files],
-               "labels": fs.lab.stats, "val_labels": vfs.lab.stats, "train": asdict(tc),
+               "labels": fs.lab.stats, "val_labels": vfs.lab.stats, "train": {**asdict(tc), "batch_groups": bg},
                "history": history, "final_val": final, "seconds": round(time.time() - t0, 1),
                "feature_seconds": round(t_feat, 1), "tau0": float(g.frame.tau0.detach()), "logit_scale": scale}
     g.save(out, training=summary)
