@@ -26,27 +26,31 @@ def lens_check(glasses, backbone, world: str, cache: FeatureCache | None = None)
     """{"questions", "prompt_acc", "lens_acc"} over the world's negative-template MCQ test questions."""
     data = read_mcq_csv(f"{world}/mcq_test.csv", root=world)
     img = encode_images(backbone, data.image_paths, cache=cache, progress=False)
-    img = getattr(img, "features", img)
-    prompt_ok, lens_ok = [], []
+    rows, texts = [], []
     for i, template in enumerate(data.templates):
-        if template != "negative":
+        if template != "negative" or not img.ok_mask[i]:
             continue
         caps, ans = data.captions[i], data.answers[i]
         # negation-only options ("no X", nothing affirmed); the answer and the one distractor of that form
         only = [j for j, c in enumerate(caps) if analyse(c).negated and not analyse(c).affirmative_text.strip()]
         other = [j for j in only if j != ans]
-        if ans not in only or len(other) != 1:
-            continue
-        s = glasses.slots(glasses.text_batch([caps[ans], caps[other[0]]]))
-        if len(s.owner) != 2:
-            continue
-        image = torch.as_tensor(img[i])
-        c_prompt = torch.as_tensor(glasses.encode_phrases(s.phrases)) @ image
-        c_lens = s.h_neg @ image
-        prompt_ok.append(bool(c_prompt[0] < c_prompt[1]))
-        lens_ok.append(bool(c_lens[0] < c_lens[1]))
-    return {"questions": len(lens_ok), "prompt_acc": 100 * float(np.mean(prompt_ok)),
-            "lens_acc": 100 * float(np.mean(lens_ok))}
+        if ans in only and len(other) == 1:
+            rows.append(i)
+            texts += [caps[ans], caps[other[0]]]
+    s = glasses.slots(glasses.text_batch(texts))  # one batch: caption 2k is the answer, 2k + 1 the distractor
+    one_slot = np.bincount(s.owner.numpy(), minlength=len(texts)) == 1
+    keep = one_slot[0::2] & one_slot[1::2]
+    slot_of = np.full(len(texts), -1)
+    slot_of[s.owner.numpy()] = np.arange(len(s.owner))
+    images = torch.as_tensor(img.features[rows])  # (Q, D)
+    prompts = torch.as_tensor(glasses.encode_phrases(s.phrases))
+    ok = {}
+    for name, emb in (("prompt", prompts), ("lens", s.h_neg)):
+        absent = (emb[slot_of[0::2]] * images).sum(-1)
+        present = (emb[slot_of[1::2]] * images).sum(-1)
+        ok[name] = (absent < present).numpy()[keep]
+    return {"questions": int(keep.sum()), "prompt_acc": 100 * float(ok["prompt"].mean()),
+            "lens_acc": 100 * float(ok["lens"].mean())}
 
 
 def main() -> None:

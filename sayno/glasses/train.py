@@ -14,8 +14,8 @@ for i differs; computed for the caption-only and for the image-conditioned lambd
 their plain CLIP scores and act as fixed anchors.
 
 Each stage keeps its best epoch on the validation loss and stops after ``patience`` epochs without a new
-best, counted once the stage has run ``min_steps`` optimiser steps (small data sets: many short epochs). After every epoch the whole state goes to ``<out>.partial``; a rerun with the same settings resumes
-there.
+best, counted once the stage has run ``min_steps`` optimiser steps (small data sets: many short epochs).
+After every epoch the whole state goes to ``<out>.partial``; a rerun with the same settings resumes there.
 """
 
 from __future__ import annotations
