@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from sayno.errors import SaynoError
+
 T = TypeVar("T")
 
 # Tables are wide: when stdout is not a terminal (CI logs, files) do not squeeze them into 80 columns.
@@ -18,8 +20,8 @@ err = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line in l
 
 MODEL_HELP = ("Backbone spec: embedded | open_clip:<model>/<tag> | open_clip:<model>:<checkpoint file> | "
               "hf:<Hugging Face CLIP folder>")
-# the library's own errors (BackboneError, DataError, StyleError, ClipnError, ...) are ValueErrors
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
+# Only the library's user-facing errors become one-line messages; anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (SaynoError,)
 
 
 def fail(msg: str) -> None:

@@ -19,10 +19,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from sayno.errors import SaynoError
+
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class BackboneError(ValueError):
+class BackboneError(SaynoError, ValueError):
     """A spec, file or checkpoint that cannot be turned into a working backbone."""
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sayno.backbones.base import Backbone, TextTower
+from sayno.errors import SaynoError
 
 Variant = Literal["learnable", "handcrafted"]
 VARIANTS: tuple[str, ...] = ("learnable", "handcrafted")
@@ -34,7 +35,7 @@ PROMPTS_KEY = "prompts"
 BIAS_KEY = "bias"
 
 
-class ClipnError(ValueError):
+class ClipnError(SaynoError, ValueError):
     """A CLIPN checkpoint, configuration or input that cannot be used (one-line message)."""
 
 

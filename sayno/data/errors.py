@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from sayno.errors import SaynoError
 
-class DataError(ValueError):
+
+class DataError(SaynoError, ValueError):
     """A data file or folder that cannot be read at all; the message is one line and names the file."""
 
 

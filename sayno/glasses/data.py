@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sayno.errors import SaynoError
 from sayno.glasses.lexical import ObjectVocabulary, analyse, article_prompt
 
 
-class GlassesDataError(ValueError):
+class GlassesDataError(SaynoError, ValueError):
     """A training file that cannot be read."""
 
 

@@ -31,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from sayno.errors import SaynoError
 from sayno.eval.scoring import TextBatch
 from sayno.glasses.lexical import analyse, article_prompt
 from sayno.glasses.modules import Detector, Frame, Lens, glasses_logits, glasses_pair_logits
@@ -43,7 +44,7 @@ SCORES = ("tau", "reference")
 BASES = ("affirmative", "caption")
 
 
-class GlassesError(ValueError):
+class GlassesError(SaynoError, ValueError):
     """A Glasses checkpoint that cannot be used (wrong backbone, wrong format, bad option)."""
 
 

@@ -38,6 +38,7 @@ from sayno.clipn.infer import (
     load_templates,
     softmax,
 )
+from sayno.errors import SaynoError
 
 __all__ = [
     "MCM",
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 
-class NotFittedError(ValueError):
+class NotFittedError(SaynoError, ValueError):
     """A scorer used before ``fit`` (or ``decision_function`` without a threshold)."""
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sayno.errors import SaynoError
+
 FORMAT = "sayno-index"
 FORMAT_VERSION = 1
 POINTER = "CURRENT"
@@ -40,7 +42,7 @@ KEEP_VERSIONS = 2  # the live version and the one before it (a reader may still 
 SEARCH_THREADS = int(os.environ.get("SAYNO_SEARCH_THREADS", "0"))
 
 
-class SearchError(ValueError):
+class SearchError(SaynoError, ValueError):
     """Bad input for indexing or search (a one-line message for the CLI and the HTTP API)."""
 
 

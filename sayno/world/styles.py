@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from sayno.errors import SaynoError
 from sayno.world.concepts import Concept
 
 NOTO_PATHS = (
@@ -23,7 +24,7 @@ NOTO_PATHS = (
 )
 
 
-class StyleError(ValueError):
+class StyleError(SaynoError, ValueError):
     """A style that cannot be found or cannot draw a concept."""
 
 
