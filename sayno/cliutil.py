@@ -52,3 +52,15 @@ def cli_errors(command: Callable[..., T]) -> Callable[..., T]:
         return guard(command, *args, **kwargs)
 
     return wrapper
+
+
+def subgroup(app: typer.Typer, name: str, help: str = "") -> typer.Typer:
+    """The sub-command group ``name`` of ``app`` (``sayno eval``, ``sayno world`` ...), created on first use.
+
+    Every area's ``cli.py`` has ``register(app)``; several areas may add commands to one group this way."""
+    for info in app.registered_groups:
+        if info.name == name and info.typer_instance is not None:
+            return info.typer_instance
+    group = typer.Typer(no_args_is_help=True, help=help)
+    app.add_typer(group, name=name)
+    return group

@@ -21,6 +21,30 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def walk_images(folder: str | os.PathLike) -> list[Path]:
+    """Every image file under ``folder`` (any depth): the one folder walker of sayno.
+
+    Rules, decided here once: files with an image extension (:data:`IMAGE_EXTENSIONS`, any case); hidden files
+    and folders (``.name``) skipped; symlinked files and folders followed, each real folder visited once (a link
+    cycle ends there). Order: a folder's files sorted by name, then its sub-folders sorted, depth first. A missing
+    folder raises :class:`DataError`.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such image folder")
+    out: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(f))
+    return out
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Read and fully decode one image file -> RGB PIL image.
 
@@ -105,12 +129,6 @@ def _norm(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).lower()
 
 
-def _images_under(folder: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(f))
-    return out
 
 
 def read_image_folder(root: str | os.PathLike,
@@ -158,7 +176,7 @@ def read_image_folder(root: str | os.PathLike,
     paths: list[Path] = []
     labels: list[int] = []
     for f, label in zip(folders, index):
-        imgs = _images_under(f)
+        imgs = walk_images(f)
         paths.extend(imgs)
         labels.extend([label] * len(imgs))
     if not paths:
