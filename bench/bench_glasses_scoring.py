@@ -14,8 +14,6 @@ the ratio Glasses / plain, plus the one-off cost of embedding the phrases when t
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import statistics
 import time
 from pathlib import Path
@@ -23,7 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sayno.eval.scoring import PlainClip, TextBatch
+from sayno.backbones.registry import load
+from sayno.base.scoring import PlainClip, TextBatch
+from sayno.data import read_retrieval_csv
+from sayno.glasses.data import encode_texts_np
+from sayno.glasses.model import Glasses, GlassesConfig, load_glasses
 
 
 def captions_of(world: Path, n: int) -> list[str]:
@@ -31,8 +33,7 @@ def captions_of(world: Path, n: int) -> list[str]:
     for name in ("retrieval_neg_test.csv", "retrieval_test.csv"):
         p = world / name
         if p.exists():
-            with open(p, newline="") as f:
-                caps += [c for r in csv.DictReader(f) for c in json.loads(r["captions"])]
+            caps += read_retrieval_csv(p).captions
     if not caps:
         caps = ["a dog and a cat", "a cat but no dog", "there is no cow here", "a photo of two apples"]
     rng = np.random.default_rng(0)
@@ -52,11 +53,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from sayno.glasses.cli import load_backbone
-    from sayno.glasses.data import encode_texts_np
-    from sayno.glasses.model import Glasses, GlassesConfig, load_glasses
-
-    backbone = load_backbone(args.model)
+    backbone = load(args.model)
     if Path(args.glasses).exists():
         g = load_glasses(args.glasses, backbone)
     else:
@@ -72,7 +69,7 @@ def main() -> None:
     negated = int(g.slots(text).negated.sum())
 
     t = time.perf_counter()
-    g._phrase_cache.clear()
+    g.phrases.clear()
     g.score_matrix(text, images)  # cold: embeds the negated phrases' prompts once
     cold = time.perf_counter() - t
     plain.score_matrix(text, images)
@@ -89,7 +86,7 @@ def main() -> None:
     ref = Glasses(GlassesConfig(**{**g.config.__dict__, "score": "reference"}), backbone)
     ref.frame.set_bank(g.frame.bank)
     ref.load_state_dict(g.state_dict())
-    ref._phrase_cache = g._phrase_cache
+    ref.phrases = g.phrases
     tr = [timed(ref.score_matrix) for _ in range(args.repeat)]
     mp, mg, mr = statistics.median(tp), statistics.median(tg), statistics.median(tr)
     print(f"backbone {backbone.spec} (D={backbone.embed_dim}); {args.n} captions ({negated} negated) x "

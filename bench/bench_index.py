@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sayno.backbones import load
+from sayno.runtime import torch_threads
 from sayno.search import IndexConfig, build_index, scan_folder
 
 
@@ -50,8 +51,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for both (1: CPU time then measures work, not waiting on a busy machine)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     bb = load(args.model)
     rows, _ = scan_folder(args.images)
     rows = rows[: args.limit] if args.limit else rows

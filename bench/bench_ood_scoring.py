@@ -16,15 +16,19 @@ import time
 
 import numpy as np
 
+from sayno.backbones import load
+from sayno.features import FeatureCache
+from sayno.ood import SCORERS
+from sayno.ood.bench import world_ood_benchmark
+from sayno.ood.metrics import ood_metrics
+from sayno.ood.scorers import mine_negative_labels
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def synthetic(args) -> dict:
-    from sayno.ood import scorers as S
-    from sayno.ood.metrics import ood_metrics
-
     rng = np.random.default_rng(0)
     d, c = args.dim, args.classes
     classes = _unit(rng.normal(size=(c, d)))
@@ -34,9 +38,9 @@ def synthetic(args) -> dict:
     f_ood = _unit(rng.normal(size=(args.n_ood, d)))
     out = {}
     t0 = time.perf_counter()
-    idx = S.mine_negative_labels(words, classes)
+    idx = mine_negative_labels(words, classes)
     mine = time.perf_counter() - t0
-    for name, cls in S.SCORERS.items():
+    for name, cls in SCORERS.items():
         t = time.perf_counter()
         if name == "NegLabel":
             sc = cls(logit_scale=100.0, negative_features=words[idx]).fit(classes)
@@ -57,10 +61,6 @@ def synthetic(args) -> dict:
 
 
 def world(args) -> dict:
-    from sayno.backbones import load
-    from sayno.features import FeatureCache
-    from sayno.ood.bench import world_ood_benchmark
-
     bb = load(args.model)
     cache = FeatureCache.default()
     world_ood_benchmark(bb, args.world, clipn=args.clipn, cache=cache, progress=False)  # warm the cache

@@ -1,4 +1,18 @@
-"""What every ``sayno`` sub-command shares: consoles, the one-line error and the guard around API calls."""
+"""What every ``sayno`` sub-command shares: consoles, the one-line error and the guard around API calls.
+
+The convention every area follows:
+
+- An area's commands live in ``sayno/<area>/cli.py`` (next to the code they run) and import only their own
+  layer and below. The module exposes ``register(app: typer.Typer) -> None``, which adds its commands to the
+  root app: ``app.command("name")(function)`` for a top-level command, and ``subgroup(app, "group", help)``
+  for a command group that several areas share (``sayno eval``, ``sayno glasses``). A command that needs
+  something from a higher layer takes it as a ``register`` argument (``sayno.glasses.cli.register(app,
+  report_hook=...)``). ``sayno/cli.py`` creates the root app and calls each area's ``register`` in order.
+- Errors: a user mistake raises a :class:`~sayno.errors.SaynoError` subclass in the library. A command either
+  wraps its whole body with :func:`cli_errors` or each library call with :func:`guard`; both turn exactly
+  those errors into ``error: <first line>`` on stderr and exit status 2. Anything else is a bug and keeps its
+  traceback. :func:`fail` is for mistakes the command itself detects.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +45,7 @@ def fail(msg: str) -> None:
 
 
 def first_line(e: BaseException) -> str:
+    """The first line of an error's message (its type name when the message is empty)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -55,9 +70,8 @@ def cli_errors(command: Callable[..., T]) -> Callable[..., T]:
 
 
 def subgroup(app: typer.Typer, name: str, help: str = "") -> typer.Typer:
-    """The sub-command group ``name`` of ``app`` (``sayno eval``, ``sayno world`` ...), created on first use.
-
-    Every area's ``cli.py`` has ``register(app)``; several areas may add commands to one group this way."""
+    """The sub-command group ``name`` of ``app`` (``sayno eval``, ``sayno world`` ...), created on first use
+    (with ``help``); several areas' ``register(app)`` add commands to one group this way."""
     for info in app.registered_groups:
         if info.name == name and info.typer_instance is not None:
             return info.typer_instance

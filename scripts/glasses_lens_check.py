@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sayno.backbones.registry import load
-from sayno.data.negbench import read_mcq_csv
+from sayno.data import read_mcq_csv, report_bad_rows
 from sayno.features import FeatureCache, encode_images
 from sayno.glasses import load_glasses
 from sayno.glasses.lexical import analyse
@@ -25,6 +25,7 @@ from sayno.glasses.lexical import analyse
 def lens_check(glasses, backbone, world: str, cache: FeatureCache | None = None) -> dict:
     """{"questions", "prompt_acc", "lens_acc"} over the world's negative-template MCQ test questions."""
     data = read_mcq_csv(f"{world}/mcq_test.csv", root=world)
+    report_bad_rows(data.bad_rows)
     img = encode_images(backbone, data.image_paths, cache=cache, progress=False)
     rows, texts = [], []
     for i, template in enumerate(data.templates):

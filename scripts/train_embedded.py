@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
-from safetensors.torch import load_file, save_file
 
+from sayno.backbones.checkpoint import read_checkpoint, save_open_clip_checkpoint
 from sayno.world import get_style, pretrain_concepts, render_scene, sample_pretrain, split_rng
 from sayno.world.build import class_dir  # noqa: F401  (kept for readers of this script)
 from sayno.world.scenes import make_scene
@@ -92,7 +92,7 @@ def main() -> None:
     cfg = {k: v for k, v in CONFIG.items() if k != "preprocess_cfg"}
     model = CLIP(**cfg)
     if args.init is not None:
-        init = load_file(str(args.init / "clip.safetensors"))
+        init = read_checkpoint(args.init / "clip.safetensors").state
         model.load_state_dict({k: v.float() for k, v in init.items()}, strict=True)
     model.train()
     tok = SimpleTokenizer(context_length=CONFIG["text_cfg"]["context_length"])
@@ -146,9 +146,7 @@ def main() -> None:
             log.append(entry)
             print(json.dumps(entry), flush=True)
     model.eval()
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    meta = {"sayno.format": "open_clip", "sayno.quick_gelu": "false", "sayno.config": json.dumps(CONFIG)}
-    save_file(state, str(args.out / "clip.safetensors"), metadata=meta)
+    save_open_clip_checkpoint(model, CONFIG, args.out / "clip.safetensors")  # fp16, sayno's checkpoint envelope
     (args.out / "train_log.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                          "samples": args.steps * args.batch,
                                                          "wall_minutes": round((time.time() - t0) / 60, 2),

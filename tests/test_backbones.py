@@ -329,7 +329,8 @@ def test_quickgelu_mixup_torchscript(oc: SimpleNamespace, tmp_path: Path) -> Non
 
 def test_sayno_metadata_checked(oc: SimpleNamespace, tmp_path: Path) -> None:
     meta = safe_open(str(oc.st), "pt").metadata()
-    assert meta["sayno.format"] == "open_clip" and meta["sayno.quick_gelu"] == "false"
+    assert meta["sayno.format"] == "sayno-open-clip" and meta["sayno.version"] == "1"  # the one envelope
+    assert meta["sayno.quick_gelu"] == "false"
     assert json.loads(meta["sayno.config"])["embed_dim"] == 32
     with pytest.raises(BackboneError, match="trained with GELU"):
         load(f"open_clip:{oc.qconfig}:{oc.st}")  # the reverse mix-up

@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from sayno.clipn.checkpoint import FingerprintMismatch, load_clipn, read_clipn, save_clipn
-from sayno.clipn.infer import (
-    ClipnError,
-    DuplicateClassError,
-    atd,
-    check_distinct_classes,
-    clipn_probs,
-    ctw,
-    fill_template,
-    load_templates,
-)
+from sayno.base.prompts import DuplicateClassError, check_distinct_classes, fill_template
+from sayno.checkpoint import CheckpointError
+from sayno.clipn.checkpoint import load_clipn, read_clipn, save_clipn
+from sayno.clipn.infer import atd, clipn_probs, clipn_templates, ctw
 from sayno.clipn.losses import caption_ids, clipn_loss, gathered_clipn_loss, itbo_loss, p_yes, tso_loss
-from sayno.clipn.model import NoTextEncoder, vocabulary_parameters
+from sayno.clipn.model import ClipnError, NoTextEncoder, vocabulary_parameters
 from sayno.clipn.testing import tiny_backbone
 from sayno.clipn.train import TrainConfig, TrainData, batch_indices, lr_at, state_path, train_clipn
+from sayno.errors import BackboneMismatch
 
 
 @pytest.fixture(scope="module")
@@ -152,13 +146,13 @@ def test_checkpoint_roundtrip_is_small_and_refuses_another_backbone(bb, tmp_path
     tokens = bb.tokenize(["a photo of a dog"])
     with torch.no_grad():
         assert torch.allclose(model.encoder(tokens, "mean"), enc(tokens, "mean"))
-    with pytest.raises(FingerprintMismatch):
+    with pytest.raises(BackboneMismatch):
         load_clipn(path, tiny_backbone(seed=1))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ClipnError):
+    with pytest.raises(CheckpointError):
         read_clipn(bad)
-    with pytest.raises(ClipnError):
+    with pytest.raises(CheckpointError):
         enc.load_trainable_state({k: v for k, v in tensors.items() if k != "prompts"})
 
 
@@ -190,7 +184,7 @@ def test_atd_with_one_class_is_ctw_and_boundaries_are_id():
 
 
 def test_templates_and_duplicate_classes(bb):
-    t = load_templates()
+    t = clipn_templates()
     assert t["version"] >= 1 and t["affirmative"] and t["no"]
     assert fill_template("a photo of {a}", "apple") == "a photo of an apple"
     assert fill_template("no {}", "dog") == "no dog"
@@ -252,3 +246,53 @@ def test_training_lowers_the_loss_and_resumes_exactly(bb, tmp_path):
     train_clipn(bb, data, tmp_path / "c.safetensors", cfg, progress=False, stop_after=2)
     with pytest.raises(ClipnError, match="unfinished"):
         train_clipn(bb, data, tmp_path / "c.safetensors", TrainConfig(epochs=2, batch_size=8), progress=False)
+
+
+# ------------------------------------------------------------------------------------------ issue 9: one envelope, one reader
+def test_checkpoint_is_the_one_envelope_and_bad_tensors_are_one_line(bb, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from sayno.checkpoint import read_header
+
+    enc = NoTextEncoder.from_backbone(bb, learn_bias=True)
+    path = save_clipn(tmp_path / "sub" / "c.safetensors", enc, bb, {"learn_bias": True}, {"epochs": 1})
+    env = read_header(path)
+    assert (env.format, env.version, env.backbone_fingerprint) == ("sayno-clipn", "1", bb.fingerprint)
+    assert env.sections["training"] == {"epochs": 1} and oct(path.stat().st_mode & 0o777) == "0o644"
+    _, meta = read_clipn(path)
+    assert set(meta) == {"format", "format_version", "backbone_fingerprint", "backbone_spec", "config", "training"}
+    tensors = load_file(str(path))
+    tensors["prompts"] = tensors["prompts"][:3]  # wrong shape
+    save_file(tensors, str(tmp_path / "shape.safetensors"), metadata=env.to_metadata())
+    with pytest.raises(CheckpointError, match="'prompts' has shape") as e:
+        load_clipn(tmp_path / "shape.safetensors", bb)
+    assert "\n" not in str(e.value)
+    del tensors["prompts"]
+    save_file(tensors, str(tmp_path / "missing.safetensors"), metadata=env.to_metadata())
+    with pytest.raises(CheckpointError, match="missing tensor"):
+        load_clipn(tmp_path / "missing.safetensors", bb)
+
+
+def test_train_config_rejects_unknown_keys():
+    from sayno.config import ConfigError
+
+    assert TrainConfig.from_dict({"epochs": 3}).epochs == 3
+    with pytest.raises(ConfigError, match="epoch"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+def test_captions_are_read_by_the_data_reader(tmp_path):
+    from PIL import Image
+
+    from sayno.data import DataError, read_captions_csv
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    (tmp_path / "c.csv").write_text("filepath,caption\na.png,  a   dog \n,a cat\nmissing.png,a car\na.png\n\n")
+    ds = read_captions_csv(tmp_path / "c.csv")
+    assert ds.captions == ["a dog"] and ds.image_paths == [tmp_path / "a.png"] and ds.lines == [2]
+    assert [(b.row, b.reason.split(":")[0]) for b in ds.bad_rows] == [
+        (3, "empty filepath or caption"), (4, "image not found"), (5, "record has 1 field(s), the header has 2")]
+    (tmp_path / "d.csv").write_text("path,caption\na.png,a dog\n")
+    with pytest.raises(DataError, match="missing column"):
+        read_captions_csv(tmp_path / "d.csv")
+

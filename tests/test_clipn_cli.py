@@ -8,8 +8,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sayno.clipn import cli
+from sayno.clipn import cli as clipn_cli
 from sayno.clipn.testing import tiny_backbone
+from sayno.ood import cli as ood_cli
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,12 @@ def world(tmp_path_factory):
 
 @pytest.fixture()
 def app(monkeypatch):
-    monkeypatch.setattr(cli, "_load_backbone", lambda model, device: tiny_backbone(seed=0))
-    app, eval_app = typer.Typer(), typer.Typer()
-    app.add_typer(eval_app, name="eval")
-    cli.register(app, eval_app)
+    """CLIPN's and the OOD benchmark's commands, registered the way sayno/cli.py does."""
+    for module in (clipn_cli, ood_cli):
+        monkeypatch.setattr(module, "_load_backbone", lambda model, device: tiny_backbone(seed=0))
+    app = typer.Typer()
+    clipn_cli.register(app)
+    ood_cli.register(app)
     return app
 
 

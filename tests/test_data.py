@@ -20,6 +20,7 @@ from sayno.data import (
     read_retrieval_csv,
     report_bad_rows,
 )
+from sayno.errors import InputError
 
 
 def _png(path, mode="RGB", size=(4, 4)):
@@ -144,7 +145,7 @@ def test_read_ccneg_pickle_and_csv(tmp_path):
     assert [b.row for b in ds.bad_rows] == [1, 2, 5] and "not found" in ds.bad_rows[2].reason
     # splits: the last 40,000 entries are the test split (all 6 here), the rest train (none)
     assert len(read_ccneg(tmp_path / "ccneg.pt")) == 3 and len(read_ccneg(tmp_path / "ccneg.pt", split="train")) == 0
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(InputError, match="split"):  # a SaynoError (one-line CLI error) and a ValueError
         read_ccneg(tmp_path / "ccneg.pt", split="val")
     torch.save({"foo": 1}, tmp_path / "wrong.pt")
     with pytest.raises(DataError, match="image_paths"):

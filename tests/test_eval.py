@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from sayno.base.prompts import fill_template
 from sayno.cli import app
-from sayno.eval.benchmarks import fill_template, recall_at_k
+from sayno.eval.benchmarks import recall_at_k
 from sayno.world import WorldConfig, build_world
 
 GLASSES = Path(__file__).resolve().parent.parent / "sayno" / "weights" / "glasses-embedded.safetensors"
@@ -104,6 +105,8 @@ def test_clear_errors(world, tmp_path):
         (["eval", "mcq", "--data", str(tmp_path / "nothing.csv")], "nothing.csv"),
         (["eval", "mcq", "--model", "nope", "--data", str(world / "mcq_test.csv")], "nope"),
         (["glasses", "explain", "no dog", "--glasses", str(tmp_path / "none.safetensors")], "none.safetensors"),
+        (["report", str(tmp_path / "no_results")], "no_results"),
+        (["world", "build", str(tmp_path / "w"), "--parts", "test,tset"], "tset"),
     ]:
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)

@@ -5,10 +5,14 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sayno.eval.scoring import PlainClip, Scorer, TextBatch
-from sayno.glasses import Glasses, GlassesConfig, GlassesError, load_glasses, read_metadata
+from sayno.base.scoring import PlainClip, Scorer, TextBatch
+from sayno.checkpoint import CheckpointError, read_header
+from sayno.config import ConfigError
+from sayno.errors import BackboneMismatch
+from sayno.glasses import Glasses, GlassesConfig, GlassesError, load_glasses
 from sayno.glasses.modules import Lens, glasses_logits, glasses_pair_logits
 from sayno.glasses.testing import tiny_clip
 
@@ -276,8 +280,9 @@ def test_checkpoint_roundtrip_and_backbone_check(tiny, tmp_path):
         g.frame.tau0.fill_(0.1)
     g.frame.set_bank(torch.nn.functional.normalize(torch.randn(5, tiny.embed_dim), dim=-1))
     path = g.save(tmp_path / "g.safetensors", training={"note": "test"})
-    meta = read_metadata(path)
-    assert meta["sayno.backbone_fingerprint"] == tiny.fingerprint
+    header = read_header(path)
+    assert header.format == "sayno-glasses" and header.version == "1"
+    assert header.backbone_fingerprint == tiny.fingerprint
     g2 = load_glasses(path, tiny)
     assert g2.training_summary == {"note": "test"}
     assert torch.equal(g2.frame.bank, g.frame.bank)
@@ -287,17 +292,67 @@ def test_checkpoint_roundtrip_and_backbone_check(tiny, tmp_path):
     im = tiny.encode_image(torch.zeros(3, 3, 32, 32)).numpy()
     assert np.array_equal(g.score_matrix(tb, im), g2.score_matrix(tb, im))
     assert g2.training is False
-    with pytest.raises(GlassesError, match="trained on"):
+    with pytest.raises(BackboneMismatch, match="fingerprint"):
         load_glasses(path, tiny_clip(seed=1))
 
 
 def test_load_rejects_other_files(tmp_path, tiny):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"sayno.format": "open_clip"})
-    with pytest.raises(GlassesError, match="not a Glasses checkpoint"):
+    with pytest.raises(CheckpointError, match="not 'sayno-glasses'"):
         load_glasses(tmp_path / "other.safetensors", tiny)
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
-    with pytest.raises(GlassesError):
+    with pytest.raises(CheckpointError):
         load_glasses(tmp_path / "junk.safetensors", tiny)
+
+
+def _saved_glasses(tiny, tmp_path):
+    g = Glasses(GlassesConfig(embed_dim=tiny.embed_dim, num_layers=tiny.num_text_layers, hidden=16), tiny)
+    path = g.save(tmp_path / "g.safetensors")
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: t.pop("lens.gate.weight"), "missing tensor"),
+    (lambda t: t.__setitem__("extra.weight", torch.zeros(2)), "unexpected tensor"),
+    (lambda t: t.__setitem__("lens.gate.weight", torch.zeros(3, 3)), "has shape"),
+    (lambda t: t["lens.gate.weight"].fill_(float("nan")), "NaN"),
+])
+def test_load_rejects_bad_tensors_in_one_line(tiny, tmp_path, damage, message):
+    meta, tensors = _saved_glasses(tiny, tmp_path)
+    damage(tensors)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_glasses(tmp_path / "bad.safetensors", tiny)
+    assert "\n" not in str(info.value)
+
+
+def test_load_rejects_unknown_config_keys(tiny, tmp_path):
+    meta, tensors = _saved_glasses(tiny, tmp_path)
+    meta["sayno.config"] = meta["sayno.config"][:-1] + ', "colour": "red"}'
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ConfigError, match="colour"):
+        load_glasses(tmp_path / "bad.safetensors", tiny)
+    with pytest.raises(ConfigError):
+        GlassesConfig.from_dict({"embed_dim": D, "num_layers": L, "hiden": 3})
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tiny, tmp_path):
+    g = Glasses(GlassesConfig(embed_dim=tiny.embed_dim, num_layers=tiny.num_text_layers, hidden=16), tiny)
+    with torch.no_grad():
+        g.frame.tau0.fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="NaN"):
+        g.save(tmp_path / "g.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_phrase_cache_is_bounded():
+    g = random_glasses()
+    g.phrases.capacity = 3
+    first = g.encode_texts(["a", "b", "c", "d"])  # more texts than the cache holds: still all encoded
+    assert first.shape == (4, D) and len(g.phrases) == 3
+    np.testing.assert_array_equal(g.encode_texts(["a"])[0], first[0])  # evicted, encoded again: same vector
+    assert len(g.phrases) == 3
 
 
 def test_explain_with_backbone(tiny):

@@ -1,12 +1,15 @@
-"""Glasses.score_matrix runs its (small) torch ops on one thread and restores the caller's thread count."""
+"""Glasses.score_matrix runs its (small) torch ops on one thread, and scoring and training restore the caller's
+thread count."""
 
 import numpy as np
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from sayno.eval.scoring import TextBatch
+from sayno.base.scoring import TextBatch
 from sayno.glasses.model import Glasses, GlassesConfig
+from sayno.glasses.testing import SyntheticClip, write_synthetic_world
+from sayno.glasses.train import TrainConfig, train_glasses
 
 
 class _Threads(TorchFunctionMode):
@@ -53,3 +56,19 @@ def test_score_matrix_torch_ops_run_single_threaded(score):
     assert mode.seen, "no torch op recorded"
     multi = [name for name, n in mode.seen if n != 1 and name not in _NO_COMPUTE]
     assert not multi, f"torch ops on more than one thread: {sorted(set(multi))[:10]}"
+
+
+def test_training_restores_the_callers_thread_count(tmp_path):
+    """Regression: train_glasses called torch.set_num_threads(threads) and never put the old value back."""
+    names = ["cat", "dog", "cow", "horse", "apple", "pear"]
+    write_synthetic_world(tmp_path, names, 6)
+    clip = SyntheticClip(names)
+    config = GlassesConfig(embed_dim=clip.embed_dim, num_layers=clip.num_text_layers, hidden=16, detector_hidden=8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_glasses(clip, tmp_path, tmp_path / "g.safetensors", config=config,
+                      train=TrainConfig(epochs=(1, 1, 0, 0), min_steps=0, threads=1), log=lambda s: None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -7,18 +7,20 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sayno.eval.scoring import PlainClip
-from sayno.glasses import GlassesError, load_glasses
+from sayno.base.scoring import PlainClip, TextBatch
+from sayno.errors import BackboneMismatch
+from sayno.eval.world import lambda_report, world_report
+from sayno.glasses import load_glasses
 from sayno.glasses.data import (
     CaptionRecord,
     Sources,
     build_features,
     label,
+    read_file,
     read_sources,
     split_sources,
     subsample_groups,
 )
-from sayno.glasses.evaluate import lambda_report, world_report
 from sayno.glasses.model import GlassesConfig
 from sayno.glasses.testing import SyntheticClip, tiny_clip, write_synthetic_world
 from sayno.glasses.train import TrainConfig, auto_batch_groups, contrastive_loss, presence_loss, train_glasses
@@ -62,15 +64,37 @@ def test_labels_from_every_format(tmp_path):
 
 
 def test_mcq_csv_rows(tmp_path):
-    from sayno.glasses.data import read_file
-
     p = tmp_path / "mcq_train.csv"
+    (tmp_path / "x.png").write_bytes(b"")
     p.write_text("image_path,correct_answer,caption_0,caption_1,caption_2,caption_3,correct_answer_template\n"
                  "x.png,2,a dog,no cat,a cat,a dog but no cat,negative\n")
     src = read_file(p)
     assert [c.caption for c in src.captions] == ["a dog", "no cat", "a cat", "a dog but no cat"]
     assert [c.observed for c in src.captions] == [False, False, True, False]
     assert [c.true for c in src.captions] == [0, 0, 1, 0]
+
+
+def test_training_reads_what_sayno_eval_reads(tmp_path):
+    """An MCQ CSV that ``sayno eval`` accepts ("1.0" answers, template aliases) trains too; rows the reader
+    drops are reported as bad rows, not lost silently or crashing."""
+    for name in ("x.png", "y.png"):
+        (tmp_path / name).write_bytes(b"")
+    p = tmp_path / "mcq_train.csv"
+    p.write_text("image_path,correct_answer,caption_0,caption_1,caption_2,caption_3,correct_answer_template\n"
+                 "x.png,1.0,a dog,no cat,a cat,a dog but no cat,negation\n"
+                 "y.png,7,a dog,no cat,a cat,a dog but no cat,affirmation\n"
+                 "gone.png,0,a dog,no cat,a cat,a dog but no cat,hybrid\n")
+    src = read_file(p)
+    assert [c.true for c in src.captions] == [0, 1, 0, 0]
+    assert [b.row for b in src.bad_rows] == [3, 4]
+    neg = tmp_path / "negation_train.csv"
+    neg.write_text("filepath,caption,positive_objects,negated_objects,hedged,template,true,group,hard_negative\n"
+                   'x.png,a cat but no dog,"[""cat""]","[""dog""]",0,x,1,0,\n'
+                   'x.png,no cow,"[""cat""]",not json,0,x,1,0,\n'
+                   'x.png,no pig,"[""cat""]","[""pig""]",0,x,maybe,0,\n')
+    src = read_file(neg)
+    assert [c.caption for c in src.captions] == ["a cat but no dog"]
+    assert [b.row for b in src.bad_rows] == [3, 4]
 
 
 def test_truth_matrix(tmp_path, synthetic):
@@ -221,18 +245,21 @@ def tiny_world(tmp_path_factory):
 def test_cli_train_then_report_on_the_world(tiny_world, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from sayno.glasses import cli
-    from sayno.glasses.cli import app
+    from sayno import cli as root_cli
+    from sayno.eval import cli as eval_cli
+    from sayno.glasses import cli as glasses_cli
 
     def load_backbone(spec: str, device: str = "cpu"):  # the random test CLIP stands in for "tiny:SEED"
         assert spec.startswith("tiny:"), spec
         return tiny_clip(seed=int(spec.split(":", 1)[1]))
 
-    monkeypatch.setattr(cli, "load_backbone", load_backbone)
+    monkeypatch.setattr(glasses_cli, "load_backbone", load_backbone)
+    monkeypatch.setattr(eval_cli, "load_backbone", load_backbone)
+    app = root_cli.app
 
     out = tmp_path / "g.safetensors"
-    r = CliRunner().invoke(app, ["train", "--model", "tiny:0", "--data", str(tiny_world), "--out", str(out),
-                                 "--epochs", "1", "--min-steps", "0", "--hidden", "32", "--no-cache",
+    r = CliRunner().invoke(app, ["glasses", "train", "--model", "tiny:0", "--data", str(tiny_world), "--out",
+                                 str(out), "--epochs", "1", "--min-steps", "0", "--hidden", "32", "--no-cache",
                                  "--no-report"])
     assert r.exit_code == 0, r.output
     assert out.exists() and out.stat().st_size < 5e6
@@ -245,17 +272,18 @@ def test_cli_train_then_report_on_the_world(tiny_world, tmp_path, monkeypatch):
     # MCQ distractors may name objects no label of this small world mentions: the phrase is the label then
     assert summary["labels"]["phrase_slot_labels"] <= summary["labels"]["derived_slot_labels"]
     assert summary["labels"]["labelled_objects_without_phrase"] == 0
-    with pytest.raises(GlassesError):
+    with pytest.raises(BackboneMismatch):
         load_glasses(out, tiny_clip(seed=1))
-    r = CliRunner().invoke(app, ["report", "--model", "tiny:0", "--world", str(tiny_world), "--glasses", str(out),
-                                 "--no-cache", "--json", str(tmp_path / "r.json")])
+    r = CliRunner().invoke(app, ["glasses", "report", "--model", "tiny:0", "--world", str(tiny_world), "--glasses",
+                                 str(out), "--no-cache", "--json", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "r.json").read_text())
     for part in ("ccneg", "mcq", "retrieval_neg", "retrieval"):
         assert set(rep[part]) >= {"CLIP", "CLIPGlasses"}
     # affirmative retrieval: Glasses equals plain CLIP
     assert rep["retrieval"]["CLIP"] == rep["retrieval"]["CLIPGlasses"]
-    r = CliRunner().invoke(app, ["explain", "--model", "tiny:0", "--glasses", str(out), "no dog and no cat"])
+    r = CliRunner().invoke(app, ["glasses", "explain", "--model", "tiny:0", "--glasses", str(out),
+                                 "no dog and no cat"])
     assert r.exit_code == 0 and "dog, cat" in r.output
 
 
@@ -265,8 +293,6 @@ def test_finetune_baseline(tiny_world, tmp_path):
     clip = tiny_clip(seed=0)
     ft = finetune_text(clip, tiny_world, tmp_path / "ft.safetensors", config=FinetuneConfig(epochs=1, threads=1),
                        log=lambda s: None)
-    from sayno.eval.scoring import TextBatch
-
     texts = ["a dog but no cat", "a cat"]
     h = clip.encode_text(texts).numpy()
     img = clip.encode_image(torch.zeros(2, 3, 32, 32)).numpy()
@@ -274,7 +300,7 @@ def test_finetune_baseline(tiny_world, tmp_path):
     assert S.shape == (2, 2) and not np.allclose(S, PlainClip(clip.logit_scale).score_matrix(TextBatch(texts, h), img))
     again = load_finetuned(tmp_path / "ft.safetensors", clip)
     np.testing.assert_array_equal(again.score_matrix(TextBatch(texts, h), img), S)
-    with pytest.raises(GlassesError):
+    with pytest.raises(BackboneMismatch):
         load_finetuned(tmp_path / "ft.safetensors", tiny_clip(seed=1))
     # the frozen backbone itself is untouched
     assert clip.fingerprint == tiny_clip(seed=0).fingerprint

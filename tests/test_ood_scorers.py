@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from sayno.clipn.infer import Clipn, DuplicateClassError
+from sayno.base.prompts import DuplicateClassError
+from sayno.clipn.infer import Clipn
 from sayno.clipn.model import NoTextEncoder
 from sayno.clipn.testing import tiny_backbone
+from sayno.ood import SCORERS, ClipnATD
 from sayno.ood import scorers as S
 from sayno.ood.metrics import auroc, fpr_at_tpr, ood_metrics
 from sayno.ood.wordlist import candidates, read_word_list, wordnet_words
@@ -74,7 +76,7 @@ def toy():
 
 def _fitted(name, toy):
     classes, _, _, _, negatives, no = toy
-    cls = S.SCORERS[name]
+    cls = SCORERS[name]
     if name == "NegLabel":
         return cls(logit_scale=20.0, negative_features=negatives, n_groups=2).fit(classes)
     if name.startswith("CLIPN"):
@@ -82,7 +84,7 @@ def _fitted(name, toy):
     return cls(logit_scale=20.0).fit(classes)
 
 
-@pytest.mark.parametrize("name", list(S.SCORERS))
+@pytest.mark.parametrize("name", list(SCORERS))
 def test_every_scorer_conforms(name, toy):
     _, labels, id_x, ood_x, _, _ = toy
     sc = _fitted(name, toy)
@@ -141,7 +143,7 @@ def test_scorers_fit_on_names_through_a_backbone():
                      n_groups=2).fit(names)
     assert "dog" not in neg.negative_labels_ and len(neg.negative_labels_) == 3  # round(0.5 * 6)
     clipn = Clipn(bb, NoTextEncoder.from_backbone(bb))
-    atd = S.ClipnATD(clipn=clipn).fit(names)
+    atd = ClipnATD(clipn=clipn).fit(names)
     assert atd.score_samples(msp.class_features_).shape == (3,)
     with pytest.raises(DuplicateClassError):
         S.MCM(backbone=bb).fit(["dog", "Dog"])
@@ -192,3 +194,11 @@ def test_evaluate_ood_on_a_tiny_world(tmp_path):
     con = Console(record=True, width=250)
     print_ood_table(res, con)
     assert "CLIPN-ATD" in con.export_text()
+
+
+def test_baseline_scorers_do_not_import_clipn():
+    """MSP, Energy, MaxLogit, MCM and NegLabel sit on the base layer, not on CLIPN (issue 9: no import circle)."""
+    import grimp  # comes with import-linter (the test extra)
+    graph = grimp.build_graph("sayno")
+    assert not graph.chain_exists(importer="sayno.ood.scorers", imported="sayno.clipn", as_packages=True)
+    assert not graph.chain_exists(importer="sayno.clipn", imported="sayno.ood", as_packages=True)

@@ -16,12 +16,23 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sayno.search import IndexConfig, IndexMismatch, Searcher, SearchError, build_index, read_index
-from sayno.search.build import SHIPPED_GLASSES
+from sayno.base.shipped import shipped_weights
+from sayno.errors import BackboneMismatch
+from sayno.search import (
+    IndexBackboneMismatch,
+    IndexConfig,
+    IndexMismatch,
+    Searcher,
+    SearchError,
+    build_index,
+    read_index,
+    scan_folder,
+)
 from sayno.search.store import current_version
 from sayno.search.testing import absent_first_auc, common_objects, object_truth, tiny_world
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_GLASSES = shipped_weights("glasses", "embedded")
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +135,65 @@ def test_empty_or_unusable_folder_is_an_error(embedded, tmp_path):
     assert r.exit_code == 2 and "no images" in _out(r)
 
 
+def test_scan_follows_symlinked_folders_once(world, tmp_path):
+    """The one folder walker (sayno.data.walk_images): symlinked folders are followed, a link cycle ends."""
+    folder = tmp_path / "photos"
+    _copy(world, ["a.png", "real/b.png", ".hidden/c.png"], folder)
+    outside = tmp_path / "elsewhere"
+    _copy(world, ["d.png"], outside)
+    (folder / "linked").symlink_to(outside, target_is_directory=True)
+    (folder / "real" / "loop").symlink_to(folder, target_is_directory=True)
+    rows, bad = scan_folder(folder)
+    assert [r[0] for r in rows] == ["a.png", "linked/d.png", "real/b.png"] and bad == []
+
+
+# ------------------------------------------------------------------------------------------ format
+def test_index_metadata_is_the_checkpoint_envelope(index, embedded, tmp_path):
+    data = read_index(index)
+    meta = json.loads((data.folder / "meta.json").read_text())
+    assert (meta["format"], meta["version"]) == ("sayno-index", "2")
+    assert (meta["backbone_spec"], meta["backbone_fingerprint"]) == ("embedded", embedded.fingerprint)
+    assert meta["config"]["model"] == "embedded" and meta["count"] == len(data) == 200
+    assert (data.model, data.fingerprint, data.dim) == ("embedded", embedded.fingerprint, embedded.embed_dim)
+
+    old = tmp_path / "v1"  # an index written by sayno 0.1 (format_version 1, model/fingerprint keys) still reads
+    shutil.copytree(index, old)
+    version = read_index(old).folder
+    v1 = {"format_version" if k == "version" else k: v for k, v in meta.items()}
+    v1["format_version"] = 1
+    v1["model"], v1["fingerprint"] = v1.pop("backbone_spec"), v1.pop("backbone_fingerprint")
+    (version / "meta.json").write_text(json.dumps(v1))
+    assert read_index(old).fingerprint == embedded.fingerprint
+    assert Searcher(old, backbone=embedded).search("no dog", 3).method == "glasses"
+
+    (version / "meta.json").write_text(json.dumps({**meta, "version": "99"}))
+    with pytest.raises(SearchError, match="rebuild the index"):
+        read_index(old)
+    r = CliRunner().invoke(_app(), ["search", str(old), "a dog"])
+    assert r.exit_code == 2 and "rebuild the index" in _out(r)
+
+
+def test_threads_are_restored(index, embedded):
+    import torch
+
+    before = torch.get_num_threads()
+    searcher = Searcher(index, backbone=embedded, threads=1)
+    assert searcher.search("no dog", 3).method == "glasses"
+    assert torch.get_num_threads() == before
+
+
 # ------------------------------------------------------------------------------------------ refusals
 def test_other_backbone_or_glasses_is_refused(index, embedded, world, tmp_path):
     from sayno.backbones.testing import tiny_open_clip
     from sayno.glasses import load_glasses
 
     other_bb = tiny_open_clip(seed=3, embed_dim=128)
-    with pytest.raises(IndexMismatch, match="built with backbone 'embedded'"):
+    with pytest.raises(IndexMismatch, match="built with backbone 'embedded'") as caught:
         Searcher(index, backbone=other_bb, glasses="none")
+    assert isinstance(caught.value, IndexBackboneMismatch) and isinstance(caught.value, BackboneMismatch)
+    with pytest.raises(BackboneMismatch, match="made for backbone 'embedded'"):  # Glasses of another backbone
+        build_index(world / "images", tmp_path / "other-bb", IndexConfig(glasses=str(SHIPPED_GLASSES)),
+                    backbone=other_bb, progress=False)
     with pytest.raises(IndexMismatch, match="built with backbone"):
         build_index(world / "images", index, IndexConfig(glasses=None), backbone=other_bb, progress=False)
     other = tmp_path / "other-glasses.safetensors"
@@ -157,7 +219,7 @@ def test_other_backbone_or_glasses_is_refused(index, embedded, world, tmp_path):
 
 # ------------------------------------------------------------------------------------------ search
 def test_routing_and_exact_scores(searcher, embedded):
-    from sayno.eval.scoring import TextBatch
+    from sayno.base.scoring import TextBatch
 
     feats = searcher.data.features()
     paths = searcher.data.files.path.tolist()

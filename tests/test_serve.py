@@ -238,3 +238,21 @@ def test_browser_negated_query(server, world, tmp_path):
         assert "empty query" in driver.find_element(By.ID, "status").text
     finally:
         driver.quit()
+
+
+# ------------------------------------------------------------------------------------------ the command
+def test_serve_command(tmp_path):
+    """`sayno serve` comes from sayno.serve.cli.register; a missing index is a one-line error (exit 2)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from sayno.search import cli as search_cli
+    from sayno.serve import cli as serve_cli
+
+    app = typer.Typer()
+    search_cli.register(app)
+    serve_cli.register(app)
+    r = CliRunner().invoke(app, ["serve", "--help"])
+    assert r.exit_code == 0 and all(o in r.output for o in ("--clipn", "--max-upload-mb", "--threads", "--port"))
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "no such index" in " ".join(r.output.split())

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sayno.base.prompts import indefinite_article
+from sayno.config import ConfigError
+from sayno.errors import InputError
 from sayno.world import (
     WorldConfig,
     build_world,
@@ -162,3 +165,29 @@ def test_styles_draw_the_same_scenes(tmp_path):
     a = np.asarray(Image.open(tmp_path / "o" / "images/test/000000a.png"))
     b = np.asarray(Image.open(tmp_path / "n" / "images/test/000000a.png"))
     assert not np.array_equal(a, b)
+
+
+def test_articles_follow_the_one_rule():
+    for c in load_concepts():
+        assert c.article == indefinite_article(c.name)
+        assert c.phrase(1) == f"{c.article} {c.name}"
+    phrases = {c.name: c.phrase(1) for c in load_concepts()}
+    assert phrases["hourglass"] == "an hourglass" and phrases["umbrella"] == "an umbrella"
+
+
+def test_world_config_and_parts_are_checked(tmp_path):
+    cfg = WorldConfig.from_dict({"seed": 3, "test_groups": 5})
+    assert cfg.seed == 3 and cfg.test_groups == 5
+    with pytest.raises(ConfigError, match="test_grups"):
+        WorldConfig.from_dict({"test_grups": 5})
+    with pytest.raises(InputError, match="'tests'"):  # before anything is written
+        build_world(tmp_path / "w", TINY, progress=False, parts=("test", "tests"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_concept_files_reject_unknown_keys(tmp_path):
+    bad = tmp_path / "concepts.json"
+    bad.write_text(json.dumps([{"name": "dog", "plural": "dogs", "codepoint": "1f415", "category": "animal",
+                                "pretrain": True, "colour": "brown"}]))
+    with pytest.raises(ConfigError, match="colour"):
+        load_concepts(str(bad))

@@ -4,9 +4,10 @@
   plain state dict, its safetensors metadata, and whether it is in OpenAI format (QuickGELU-trained).
 - :func:`check_state_dict`: every key present, nothing extra, every shape equal, or a one-line
   :class:`~sayno.backbones.base.BackboneError` before anything is copied (never half-loaded).
-- :func:`save_open_clip_checkpoint`: the safetensors files sayno writes, with metadata that records the
-  architecture (``sayno.format``, ``sayno.quick_gelu``, ``sayno.config``) so a wrong architecture is caught
-  when the file is loaded again.
+- :func:`save_open_clip_checkpoint`: the safetensors files sayno writes, through sayno's one checkpoint
+  envelope (:mod:`sayno.checkpoint`, format ``sayno-open-clip``): the architecture config (``sayno.config``)
+  and the activation flag (``sayno.quick_gelu``) are recorded so a wrong architecture is caught when the file is
+  loaded again. Files written before (``sayno.format`` = ``open_clip``, no version) read the same.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from sayno.backbones.base import PRECISIONS, BackboneError
+from sayno.checkpoint import Envelope, write_checkpoint
 
 #: Top-level scalar entries of OpenAI's CLIP state dicts; they are not parameters and are dropped.
 OPENAI_SCALARS: tuple[str, ...] = ("input_resolution", "context_length", "vocab_size")
-META_FORMAT = "sayno.format"
+OPEN_CLIP_FORMAT = "sayno-open-clip"
+OPEN_CLIP_VERSION = "1"
 META_QUICK_GELU = "sayno.quick_gelu"
 META_CONFIG = "sayno.config"
 TORCH_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".bin")
@@ -131,8 +135,6 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointFile:
     if not p.is_file():
         raise BackboneError(f"checkpoint file not found: {p}")
     if p.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(p), framework="pt", device="cpu") as f:
                 metadata = dict(f.metadata() or {})
@@ -205,29 +207,24 @@ def _uses_quick_gelu(model: nn.Module) -> bool:
     return any(isinstance(m, QuickGELU) for m in model.modules())
 
 
-def sayno_metadata(config: Mapping) -> dict[str, str]:
-    """The safetensors metadata sayno writes for an open_clip model config."""
-    return {
-        META_FORMAT: "open_clip",
-        META_QUICK_GELU: "true" if config.get("quick_gelu", False) else "false",
-        META_CONFIG: json.dumps(dict(config)),
-    }
+def open_clip_envelope(config: Mapping) -> Envelope:
+    """The envelope sayno writes for an open_clip model config: the config, and its QuickGELU flag."""
+    return Envelope(format=OPEN_CLIP_FORMAT, version=OPEN_CLIP_VERSION, config=dict(config),
+                    sections={"quick_gelu": bool(config.get("quick_gelu", False))})
 
 
 def save_open_clip_checkpoint(
     model: nn.Module, config: Mapping, path: str | os.PathLike, dtype: torch.dtype | None = torch.float16
 ) -> Path:
-    """Write an open_clip model's weights as safetensors, with sayno's architecture metadata.
+    """Write an open_clip model's weights as safetensors, in sayno's checkpoint envelope.
 
     model: an open_clip ``CLIP``/``CustomTextCLIP``. config: its open_clip model config (``embed_dim``,
     ``vision_cfg``, ``text_cfg``, optional ``quick_gelu``, ``custom_text``, ``preprocess_cfg``), stored as
     JSON in the metadata. dtype: floating-point tensors are stored in this dtype (None keeps theirs).
-    The file is written atomically. Returns the path.
+    The file is written atomically (:func:`sayno.checkpoint.write_checkpoint`). Returns the path.
 
     >>> # save_open_clip_checkpoint(model, cfg, "clip.safetensors")  # then load("open_clip:cfg.json:clip.safetensors")
     """
-    from safetensors.torch import save_file
-
     if _uses_quick_gelu(model) != bool(config.get("quick_gelu", False)):
         raise BackboneError(
             f"config says quick_gelu={bool(config.get('quick_gelu', False))} but the model "
@@ -238,10 +235,5 @@ def save_open_clip_checkpoint(
         v = v.detach().to("cpu")
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
-        state[k] = v.contiguous().clone()
-    out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata=sayno_metadata(config))
-    os.replace(tmp, out)
-    return out
+        state[k] = v.contiguous().clone()  # a copy each: tied weights must not share memory in safetensors
+    return write_checkpoint(Path(path).expanduser(), state, open_clip_envelope(config))

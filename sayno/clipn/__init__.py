@@ -4,9 +4,11 @@
     >>> clipn = load_clipn("sayno/weights/clipn-embedded.safetensors", backbone)
     >>> d = clipn.decide(image_features, clipn.class_texts(["dog", "cat"]), "atd")  # d.pred, d.is_ood, d.score
 """
-from sayno.clipn.checkpoint import FingerprintMismatch, load_clipn, read_clipn, save_clipn
-from sayno.clipn.infer import ClassTexts, Clipn, Decision, DuplicateClassError, atd, ctw, predict_images
+from sayno.base.prompts import DuplicateClassError
+from sayno.clipn.checkpoint import load_clipn, read_clipn, save_clipn
+from sayno.clipn.infer import ClassTexts, Clipn, Decision, atd, clipn_templates, ctw
 from sayno.clipn.model import ClipnError, NoTextEncoder
+from sayno.clipn.predict import predict_images
 from sayno.clipn.train import TrainConfig, train_clipn
 
 __all__ = [
@@ -15,10 +17,10 @@ __all__ = [
     "ClipnError",
     "Decision",
     "DuplicateClassError",
-    "FingerprintMismatch",
     "NoTextEncoder",
     "TrainConfig",
     "atd",
+    "clipn_templates",
     "ctw",
     "load_clipn",
     "predict_images",

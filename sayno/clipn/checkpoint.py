@@ -1,87 +1,66 @@
 """CLIPN checkpoints: one safetensors file with only what training changed, tied to one backbone.
 
+The file is sayno's one checkpoint envelope (:mod:`sayno.checkpoint`), format ``sayno-clipn`` version ``1``.
 Tensors: ``tower.<name>`` for every trained parameter of the "no" encoder (the vocabulary table is not
-trained, so not stored: it is the backbone's own) and ``prompts`` (learnable variant). Metadata (strings):
-``format`` = ``sayno-clipn``, ``format_version``, ``backbone_fingerprint``, ``backbone_spec``, ``config``
-(JSON: variant, prompts, templates name and version, ...), ``training`` (JSON: data, epochs, seed, loss,
-wall time). Loading checks the fingerprint and refuses another backbone; tensors are loaded strictly.
+trained, so not stored: it is the backbone's own), ``prompts`` (learnable variant) and ``bias`` (learned
+``p_yes`` bias). The envelope's config (variant, prompts, templates name and version, ...) says how to rebuild
+the encoder; its ``training`` section records data, epochs, seed, loss and wall time. Loading checks the
+backbone fingerprint (:class:`sayno.errors.BackboneMismatch` for another backbone) and the tensors' names and
+shapes. Files of sayno 0.1 (un-prefixed ``format``/``format_version`` keys) load unchanged.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from sayno.backbones.base import Backbone
-from sayno.clipn.infer import Clipn, load_templates
-from sayno.clipn.model import ClipnError, NoTextEncoder
+from sayno.checkpoint import Envelope, read_checkpoint, write_checkpoint
+from sayno.clipn.infer import Clipn, clipn_templates
+from sayno.clipn.model import NoTextEncoder
 
 FORMAT = "sayno-clipn"
 FORMAT_VERSION = "1"
 
 
-class FingerprintMismatch(ClipnError):
-    """The checkpoint was trained for another backbone."""
-
-
 def save_clipn(path: str | os.PathLike, encoder: NoTextEncoder, backbone: Backbone, config: dict,
                training: dict | None = None) -> Path:
-    """Write the checkpoint atomically (a temporary file, then a rename). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in encoder.trainable_state().items()}
-    cfg = dict(config)
-    cfg.update(variant=encoder.variant, n_prompts=encoder.n_prompts)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "backbone_fingerprint": backbone.fingerprint,
-            "backbone_spec": backbone.spec, "config": json.dumps(cfg, sort_keys=True),
-            "training": json.dumps(training or {}, sort_keys=True)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    """Write the checkpoint atomically (:func:`sayno.checkpoint.write_checkpoint`). Returns the path."""
+    tensors = {k: v.detach().float() for k, v in encoder.trainable_state().items()}
+    cfg = {**config, "variant": encoder.variant, "n_prompts": encoder.n_prompts}
+    envelope = Envelope(FORMAT, FORMAT_VERSION, backbone.fingerprint, backbone.spec, cfg,
+                        {"training": training or {}})
+    return write_checkpoint(path, tensors, envelope)
+
+
+def read_envelope(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Envelope]:
+    """Tensors and envelope of a CLIPN checkpoint (format and version checked), without a backbone."""
+    return read_checkpoint(path, FORMAT, (FORMAT_VERSION,))
 
 
 def read_clipn(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata (``config`` and ``training`` parsed) of a checkpoint, without a backbone."""
-    path = Path(path)
-    if not path.is_file():
-        raise ClipnError(f"{path}: no such CLIPN checkpoint")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except Exception as e:  # safetensors raises its own error types for a corrupt header
-        raise ClipnError(f"{path}: not a safetensors file ({type(e).__name__})") from e
-    if meta.get("format") != FORMAT:
-        raise ClipnError(f"{path}: not a CLIPN checkpoint (format {meta.get('format')!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ClipnError(f"{path}: CLIPN checkpoint format {meta.get('format_version')}, this sayno reads "
-                         f"{FORMAT_VERSION}")
-    meta["config"] = json.loads(meta.get("config", "{}"))
-    meta["training"] = json.loads(meta.get("training", "{}"))
+    """Tensors and metadata of a checkpoint, without a backbone. Metadata: ``format``, ``format_version``,
+    ``backbone_fingerprint``, ``backbone_spec``, ``config`` and ``training`` (both dicts)."""
+    tensors, env = read_envelope(path)
+    meta = {"format": env.format, "format_version": env.version, "backbone_fingerprint": env.backbone_fingerprint,
+            "backbone_spec": env.backbone_spec, "config": env.config, "training": env.sections.get("training", {})}
     return tensors, meta
 
 
 def load_clipn(path: str | os.PathLike, backbone: Backbone) -> Clipn:
-    """The trained CLIPN for ``backbone``; raises :class:`FingerprintMismatch` for another backbone."""
-    tensors, meta = read_clipn(path)
-    if meta.get("backbone_fingerprint") != backbone.fingerprint:
-        raise FingerprintMismatch(
-            f"{path}: trained for backbone {meta.get('backbone_spec')!r} (fingerprint "
-            f"{meta.get('backbone_fingerprint')}), not {backbone.spec!r} ({backbone.fingerprint})")
-    cfg = meta["config"]
-    enc = NoTextEncoder.from_backbone(backbone, variant=cfg.get("variant", "learnable"),
-                                      n_prompts=int(cfg.get("n_prompts", 16)) or 16,
-                                      train_token_embedding=bool(cfg.get("train_token_embedding", False)),
-                                      learn_bias=bool(cfg.get("learn_bias", False)))
-    enc.load_trainable_state(tensors)
-    for p in enc.parameters():
+    """The trained CLIPN for ``backbone``; raises :class:`sayno.errors.BackboneMismatch` for another backbone and
+    :class:`sayno.checkpoint.CheckpointError` for missing or wrong-shaped tensors."""
+    tensors, env = read_envelope(path)
+    env.check_backbone(backbone.fingerprint, backbone.spec, str(path))
+    cfg = env.config
+    encoder = NoTextEncoder.from_backbone(backbone, variant=cfg.get("variant", "learnable"),
+                                          n_prompts=int(cfg.get("n_prompts", 16)) or 16,
+                                          train_token_embedding=bool(cfg.get("train_token_embedding", False)),
+                                          learn_bias=bool(cfg.get("learn_bias", False)))
+    encoder.load_trainable_state(tensors, where=str(path))
+    for p in encoder.parameters():
         p.requires_grad_(False)
-    templates = load_templates()  # inference templates: the current file (its name/version go in results)
-    return Clipn(backbone, enc.eval(), cfg, templates)
+    templates = clipn_templates()  # inference templates: the current file (its name/version go in results)
+    return Clipn(backbone, encoder.eval(), cfg, templates)

@@ -15,30 +15,23 @@ exactly on the boundary (``p_no_c == 0.5`` or ``p_ood == max_j p_yes_j p_j``) is
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sayno.backbones.base import Backbone, TruncationWarning
+from sayno.base.prompts import check_distinct_classes, class_prompts, ensemble, load_templates, softmax
 from sayno.clipn.model import ClipnError, NoTextEncoder
 
-TEMPLATES_FILE = "clipn_templates.json"
+TEMPLATES = "clipn_templates"  # sayno/templates/clipn_templates.json
+TEMPLATE_KEYS = ("name", "version", "affirmative", "no", "no_captions")
 
 
 # ------------------------------------------------------------------------------------------ pure maths
-def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    z = logits - logits.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for any x
 
@@ -83,66 +76,10 @@ RULES: dict[str, Callable[[np.ndarray, np.ndarray], Decision]] = {"ctw": ctw, "a
 
 
 # ------------------------------------------------------------------------------------------ templates
-def load_templates(path: str | Path | None = None) -> dict:
-    """The versioned template file (default ``sayno/templates/clipn_templates.json``)."""
-    if path is None:
-        data = json.loads(resources.files("sayno.templates").joinpath(TEMPLATES_FILE).read_text())
-    else:
-        data = json.loads(Path(path).read_text())
-    for key in ("name", "version", "affirmative", "no", "no_captions"):
-        if key not in data:
-            raise ClipnError(f"template file {path or TEMPLATES_FILE} has no {key!r}")
-    return data
-
-
-def fill_template(template: str, name: str) -> str:
-    """``"a photo of {a}"`` + ``"apple"`` -> ``"a photo of an apple"``; ``{}`` is the bare name."""
-    article = "an" if name[:1].lower() in "aeiou" else "a"
-    return template.replace("{a}", f"{article} {name}").replace("{}", name)
-
-
-def class_prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
-    """C x K prompts, class-major (class 0 with every template, then class 1, ...)."""
-    if not templates:
-        raise ClipnError("no prompt templates")
-    return [fill_template(t, c) for c in class_names for t in templates]
-
-
-def ensemble(features: torch.Tensor | np.ndarray, n_classes: int) -> np.ndarray:
-    """(C*K, D) class-major prompt features -> (C, D): mean of the normalised features, normalised again."""
-    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    x = F.normalize(x, dim=-1).view(n_classes, -1, x.shape[-1]).mean(1)
-    return F.normalize(x, dim=-1).numpy()
-
-
-class DuplicateClassError(ClipnError):
-    """Two class names give the model exactly the same input (identical tokens for every template)."""
-
-
-def check_distinct_classes(tokenize: Callable[[list[str]], torch.Tensor], class_names: Sequence[str],
-                           templates: Sequence[str]) -> None:
-    """Raise :class:`DuplicateClassError` if two classes tokenize to the same text under every template.
-
-    Such classes are indistinguishable for CLIP (e.g. "Apple" and "apple" with a lower-casing tokenizer, or
-    names cut at the same place by the context length); their softmax mass would be split at random.
-    """
-    if len(class_names) == 0:
-        raise ClipnError("no class names")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TruncationWarning)
-        tok = tokenize(class_prompts(class_names, templates)).cpu()
-    rows = tok.view(len(class_names), -1)
-    seen: dict[bytes, int] = {}
-    clashes = []
-    for i, r in enumerate(rows):
-        key = r.numpy().tobytes()
-        if key in seen:
-            clashes.append((class_names[seen[key]], class_names[i]))
-        else:
-            seen[key] = i
-    if clashes:
-        pairs = "; ".join(f"{a!r} = {b!r}" for a, b in clashes[:5])
-        raise DuplicateClassError(f"class names that tokenize to the same text: {pairs} (rename or merge them)")
+def clipn_templates(path: str | Path | None = None) -> dict:
+    """CLIPN's versioned template file (default ``sayno/templates/clipn_templates.json``): ``affirmative``
+    class templates, ``no`` templates of the hand-crafted variant, ``no_captions`` for its training captions."""
+    return load_templates(TEMPLATES if path is None else path, required=TEMPLATE_KEYS)
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -170,7 +107,7 @@ class Clipn:
         self.backbone = backbone
         self.encoder = encoder.eval()
         self.config = dict(config or {})
-        self.templates = templates or load_templates()
+        self.templates = templates or clipn_templates()
 
     @property
     def logit_scale(self) -> float:
@@ -209,40 +146,3 @@ class Clipn:
         if rule not in RULES:
             raise ClipnError(f"unknown CLIPN rule {rule!r}: use ctw or atd")
         return RULES[rule](*self.probabilities(image_features, texts))
-
-
-# ------------------------------------------------------------------------------------------ the practitioner's tool
-def predict_images(backbone: Backbone, checkpoint, class_names, images: Sequence, *, rule: str = "atd",
-                   threshold: float | None = None, cache=None) -> tuple[list[dict], list]:
-    """Per image ``{"image", "class", "class_index", "decision": "ID" | "OOD", "score", "margin"}`` and the
-    unreadable files (BadRows). ``images``: files or folders (searched for images); ``class_names``: a list
-    or a file; ``checkpoint``: a path or a loaded :class:`Clipn`. ``threshold``: decide ID iff
-    ``score >= threshold`` instead of the rule (margin = score - threshold)."""
-    from sayno.clipn.checkpoint import load_clipn
-    from sayno.data import DataError, read_class_names
-    from sayno.features import encode_images
-    from sayno.ood.bench import collect_images
-
-    if rule not in RULES:
-        raise ClipnError(f"unknown CLIPN rule {rule!r}: use ctw or atd")
-    names = read_class_names(class_names) if isinstance(class_names, (str, Path)) else list(class_names)
-    model = checkpoint if isinstance(checkpoint, Clipn) else load_clipn(checkpoint, backbone)
-    paths: list[Path] = []
-    for item in images:
-        p = Path(item)
-        paths.extend(collect_images(p) if p.is_dir() else [p])
-    if not paths:
-        raise DataError("no images given")
-    res = encode_images(backbone, paths, cache=cache, progress=False)
-    texts = model.class_texts(names)
-    rows: list[dict] = []
-    ok = np.flatnonzero(res.ok_mask)
-    if ok.size:
-        d = model.decide(res.features[ok], texts, rule)
-        if threshold is not None:
-            d = Decision(d.pred, d.score < threshold, d.score, d.score - threshold)
-        for j, i in enumerate(ok):
-            rows.append({"image": str(paths[i]), "class": names[int(d.pred[j])], "class_index": int(d.pred[j]),
-                         "decision": "OOD" if d.is_ood[j] else "ID", "score": float(d.score[j]),
-                         "margin": float(d.margin[j])})
-    return rows, list(res.bad)

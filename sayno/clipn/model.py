@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sayno.backbones.base import Backbone, TextTower
+from sayno.checkpoint import check_tensors
 from sayno.errors import SaynoError
 
 Variant = Literal["learnable", "handcrafted"]
@@ -155,20 +156,14 @@ class NoTextEncoder(nn.Module):
             state[BIAS_KEY] = self.bias.detach()
         return state
 
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        """Strict: exactly the keys of :meth:`trainable_state`, with the same shapes."""
+    def load_trainable_state(self, state: dict[str, Tensor], where: str = "CLIPN state") -> None:
+        """Strict: exactly the keys of :meth:`trainable_state`, with the same shapes; otherwise a one-line
+        :class:`~sayno.checkpoint.CheckpointError` naming ``where`` and the first tensor that does not fit."""
         want = self.trainable_state()
-        missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
-        if missing or unexpected:
-            raise ClipnError(f"checkpoint does not fit this backbone's text tower: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
+        check_tensors(state, {k: tuple(v.shape) for k, v in want.items()}, where)
         with torch.no_grad():
             for k, dst in want.items():
-                src = state[k]
-                if tuple(src.shape) != tuple(dst.shape):
-                    raise ClipnError(f"checkpoint tensor {k} has shape {tuple(src.shape)}, expected "
-                                     f"{tuple(dst.shape)}")
-                dst.copy_(src.to(dst.device, dst.dtype))
+                dst.copy_(state[k].to(dst.device, dst.dtype))
 
     def parameters_to_train(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -17,7 +17,6 @@ Many processes: launched by ``torchrun`` (``WORLD_SIZE`` > 1) the process group 
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import hashlib
 import json
@@ -26,20 +25,24 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sayno.backbones.base import Backbone, TruncationWarning
+from sayno.base.training import OtherRunState, ResumeFile, run_key
 from sayno.clipn.checkpoint import save_clipn
-from sayno.clipn.infer import load_templates
+from sayno.clipn.infer import clipn_templates
 from sayno.clipn.losses import caption_ids, gathered_clipn_loss
 from sayno.clipn.model import ClipnError, NoTextEncoder
-from sayno.data.errors import BadRow, DataError
+from sayno.config import from_mapping
+from sayno.data import BadRow, DataError, read_captions_csv
+from sayno.features import FeatureCache, encode_images, encode_texts
 
 
 @dataclass
@@ -63,8 +66,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """From a dict (a checkpoint's or a JSON file's); unknown keys raise :class:`sayno.config.ConfigError`."""
+        return from_mapping(cls, d, "CLIPN train config")
 
 
 @dataclass
@@ -84,52 +87,17 @@ class TrainData:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def read_caption_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None
-                       ) -> tuple[list[Path], list[str], list[BadRow]]:
-    """``filepath,caption`` CSV -> image paths (relative ones resolved against ``root`` or the CSV's
-    folder), captions, and the rows dropped (empty path or caption, wrong field count)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such caption file")
-    base = Path(root) if root is not None else path.parent
-    paths, caps, bad = [], [], []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in ("filepath", "caption") if c not in header]
-        if missing:
-            raise DataError(f"{path}: caption file is missing column(s) {', '.join(missing)}")
-        ip, ic = header.index("filepath"), header.index("caption")
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not v.strip() for v in row):
-                continue
-            if len(row) != len(header):
-                bad.append(BadRow(str(path), line, f"record has {len(row)} field(s), the header has {len(header)}"))
-                continue
-            fp, cap = row[ip].strip(), " ".join(row[ic].split())
-            if not fp or not cap:
-                bad.append(BadRow(str(path), line, "empty filepath or caption"))
-                continue
-            p = Path(fp).expanduser()
-            paths.append(p if p.is_absolute() else base / p)
-            caps.append(cap)
-    if not caps:
-        raise DataError(f"{path}: no usable image-caption pairs")
-    return paths, caps, bad
-
-
 def no_captions(captions: list[str], templates: list[str]) -> list[str]:
     """What the hand-crafted "no" encoder reads for each caption (template chosen by the row index)."""
     return [templates[i % len(templates)].replace("{}", c) for i, c in enumerate(captions)]
 
 
-def prepare_data(backbone: Backbone, data: str | os.PathLike, config: TrainConfig, *, cache=None,
-                 progress: bool = True) -> TrainData:
-    """Read the pairs and compute (or load from ``cache``) the frozen image and caption features."""
-    from sayno.features import encode_images, encode_texts
-
-    paths, captions, bad = read_caption_pairs(data)
+def prepare_data(backbone: Backbone, data: str | os.PathLike, config: TrainConfig, *,
+                 cache: FeatureCache | None = None, progress: bool = True) -> TrainData:
+    """Read the pairs (:func:`sayno.data.read_captions_csv`) and compute (or load from ``cache``) the frozen
+    image and caption features."""
+    pairs = read_captions_csv(data)
+    paths, captions, bad = pairs.image_paths, pairs.captions, list(pairs.bad_rows)
     if config.max_pairs:
         paths, captions = paths[: config.max_pairs], captions[: config.max_pairs]
     img = encode_images(backbone, paths, cache=cache, progress=progress)
@@ -140,7 +108,7 @@ def prepare_data(backbone: Backbone, data: str | os.PathLike, config: TrainConfi
     captions = [captions[i] for i in keep]
     f = torch.from_numpy(np.ascontiguousarray(img.features[keep]))
     g = torch.from_numpy(encode_texts(backbone, captions, cache=cache, progress=progress))
-    no_text = captions if config.variant == "learnable" else no_captions(captions, load_templates()["no_captions"])
+    no_text = captions if config.variant == "learnable" else no_captions(captions, clipn_templates()["no_captions"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
         tokens = backbone.tokenize(no_text).cpu()
@@ -194,17 +162,41 @@ def _barrier(world: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- training
 def state_path(out: Path) -> Path:
+    """The resume file of the run that writes ``out``."""
     return out.with_name(out.name + ".state.pt")
 
 
+def make_optimizer(encoder: NoTextEncoder, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (not the prompts) and the bias at its own learning rate; every group
+    has an ``lr_scale`` (its share of the scheduled learning rate)."""
+    params = encoder.parameters_to_train()
+    decay = [p for p in params if p.ndim >= 2 and p is not encoder.prompts]
+    no_decay = [p for p in params if not any(p is q for q in decay) and p is not encoder.bias]
+    groups = [{"params": decay, "weight_decay": config.weight_decay, "lr_scale": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    if encoder.bias is not None:
+        groups.append({"params": [encoder.bias], "weight_decay": 0.0, "lr_scale": config.bias_lr / config.lr})
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _load_state(resume: ResumeFile) -> dict | None:
+    """The unfinished run's state, None when there is none; another run's state is an error."""
+    try:
+        return resume.load()
+    except OtherRunState as e:
+        raise ClipnError(f"{resume.path}: an unfinished run with another config, backbone or data; pass "
+                         "overwrite=True to start again") from e
+
+
 def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: str | os.PathLike,
-                config: TrainConfig | None = None, *, cache=None, progress: bool = True, overwrite: bool = False,
-                console: Console | None = None, save_every: int = 100, stop_after: int | None = None,
-                on_step: Callable[[dict], None] | None = None) -> dict:
+                config: TrainConfig | None = None, *, cache: FeatureCache | None = None, progress: bool = True,
+                overwrite: bool = False, console: Console | None = None, save_every: int = 100,
+                stop_after: int | None = None, on_step: Callable[[dict], None] | None = None) -> dict:
     """Train, save the checkpoint to ``out`` and return a summary dict.
 
-    An interrupted run leaves ``<out>.state.pt`` (every ``save_every`` steps); calling again with the same
-    config and data resumes from it. An existing ``out`` without a state file is refused unless
+    An interrupted run leaves ``<out>.state.pt`` (every ``save_every`` steps, a
+    :class:`sayno.base.training.ResumeFile`); calling again with the same config, backbone and data resumes
+    from it. An existing ``out`` without a state file is refused unless
     ``overwrite``. ``stop_after``: stop (keeping the state file) after that many steps in total, to test
     resuming. Returns ``{"steps", "epochs", "final_loss", "seconds", "history", "resumed_from", ...}``.
     """
@@ -216,9 +208,10 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
     show = progress and rank == 0
     if config.batch_size % world:
         raise ClipnError(f"batch size {config.batch_size} is not divisible by {world} processes")
-    sp = state_path(out)
-    if rank == 0 and out.exists() and not sp.exists() and not overwrite:
+    if rank == 0 and out.exists() and not state_path(out).exists() and not overwrite:
         raise ClipnError(f"{out} exists; pass overwrite=True (--overwrite) to train again")
+    if rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)  # the resume file goes there before the checkpoint
 
     # frozen features: rank 0 fills the cache first, the others read it
     if isinstance(data, TrainData):
@@ -241,30 +234,16 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
     encoder = NoTextEncoder.from_backbone(backbone, variant=config.variant, n_prompts=config.n_prompts,
                                           train_token_embedding=config.train_token_embedding,
                                           learn_bias=config.learn_bias)
-    params = encoder.parameters_to_train()
-    decay = [p for p in params if p.ndim >= 2 and p is not encoder.prompts]
-    no_decay = [p for p in params if not any(p is q for q in decay) and p is not encoder.bias]
-    groups = [{"params": decay, "weight_decay": config.weight_decay, "lr_scale": 1.0},
-              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
-    if encoder.bias is not None:
-        groups.append({"params": [encoder.bias], "weight_decay": 0.0, "lr_scale": config.bias_lr / config.lr})
-    opt = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
-
-    start, history, elapsed, resumed_from = 0, [], 0.0, None
+    opt = make_optimizer(encoder, config)
     cfg_dict = asdict(config)
-    if sp.exists():
-        state = torch.load(sp, map_location="cpu", weights_only=False)
-        if overwrite:
-            state = None
-        elif state.get("config") != cfg_dict or state.get("fingerprint") != backbone.fingerprint \
-                or state.get("data") != td.signature:
-            raise ClipnError(f"{sp}: an unfinished run with another config, backbone or data; pass overwrite=True "
-                             "to start again")
-        if state is not None:
-            encoder.load_trainable_state(state["encoder"])
-            opt.load_state_dict(state["optimizer"])
-            start, history, elapsed = int(state["step"]), list(state["history"]), float(state["seconds"])
-            resumed_from = start
+    resume = ResumeFile(state_path(out), run_key(cfg_dict, backbone.fingerprint, td.signature))
+    start, history, elapsed, resumed_from = 0, [], 0.0, None
+    state = None if overwrite else _load_state(resume)
+    if state is not None:
+        encoder.load_trainable_state(state["encoder"], where=str(resume.path))
+        opt.load_state_dict(state["optimizer"])
+        start, history, elapsed = int(state["step"]), list(state["history"]), float(state["seconds"])
+        resumed_from = start
     model: torch.nn.Module = encoder
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -278,16 +257,12 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
     def save_state(step: int) -> None:
         if rank != 0:
             return
-        tmp = sp.with_name(sp.name + ".tmp")
-        torch.save({"step": step, "encoder": {k: v.cpu() for k, v in encoder.trainable_state().items()},
-                    "optimizer": opt.state_dict(), "config": cfg_dict, "fingerprint": backbone.fingerprint,
-                    "data": td.signature, "history": history, "seconds": time.time() - t0}, tmp)
-        os.replace(tmp, sp)
+        resume.save({"step": step, "encoder": {k: v.cpu() for k, v in encoder.trainable_state().items()},
+                     "optimizer": opt.state_dict(), "config": cfg_dict, "history": history,
+                     "seconds": time.time() - t0})
 
     bar = None
     if show:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         bar = Progress(TextColumn("CLIPN {task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
         bar.start()
@@ -331,7 +306,7 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
         save_state(end)
         return summary
     if rank == 0:
-        templates = load_templates()
+        templates = clipn_templates()
         training = {k: v for k, v in summary.items() if k != "history"}
         training.update(config=cfg_dict, date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                         loss_curve=[(h["step"], h["loss"]) for h in history][-50:])
@@ -339,8 +314,7 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
                    {"templates": {"name": templates["name"], "version": templates["version"]},
                     "train_token_embedding": config.train_token_embedding, "learn_bias": config.learn_bias,
                     "logit_scale": s}, training)
-        if sp.exists():
-            sp.unlink()
+        resume.remove()
     _barrier(world)
     summary["checkpoint"] = str(out)
     return summary

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sayno.data._io import one_line, read_csv, resolve
 from sayno.data.errors import BadRow, DataError
+from sayno.errors import InputError
 
 TEST_SIZE = 40_000
 SPLITS = ("test", "train", "all")
@@ -51,7 +52,7 @@ def read_ccneg(path: str | os.PathLike, root: str | os.PathLike | None = None,
     pickle only (a CSV is read whole). Rows with an empty caption or a missing image file are bad rows.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     path = Path(path)
     base = Path(root).expanduser() if root is not None else path.parent
     if path.suffix.lower() == ".csv":

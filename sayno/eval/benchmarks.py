@@ -2,21 +2,21 @@
 
 A :class:`Method` is a backbone (what encodes) plus a scorer (what scores). Features are computed once per
 backbone (and cached on disk by fingerprint), then every method's scorer runs on the same arrays.
-Every ``run_*`` returns ``{method name: {metric: value}}`` with metrics in percent.
+Every ``run_*`` returns ``{method name: {metric: value}}`` with metrics in percent; pass one
+:class:`FeatureMemo` as ``memo`` to several ``run_*`` calls to encode shared images and captions once.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 
 from sayno.backbones.base import Backbone
-from sayno.data import CcNegDataset, ImageFolderDataset, McqDataset, RetrievalDataset
-from sayno.eval.scoring import PlainClip, Scorer, TextBatch
+from sayno.base.prompts import fill_template, load_templates
+from sayno.base.scoring import PlainClip, Scorer, TextBatch
+from sayno.data import BadRow, CcNegDataset, ImageFolderDataset, McqDataset, RetrievalDataset
 from sayno.features import FeatureCache, encode_images, encode_texts
 
 
@@ -34,47 +34,50 @@ def plain(backbone: Backbone, name: str = "CLIP") -> Method:
     return Method(name, backbone, PlainClip(backbone.logit_scale, name=name))
 
 
-def load_templates(name: str = "zeroshot") -> dict:
-    """A versioned prompt-template file from ``sayno/templates`` (recorded in every result)."""
-    return json.loads(resources.files("sayno.templates").joinpath(f"{name}.json").read_text())
+class FeatureMemo:
+    """Features for one benchmark run, in memory, backed by the on-disk :class:`FeatureCache`.
 
+    Images: (M, D) features and an (M,) ok mask per (backbone, paths); texts: a :class:`TextBatch` per
+    (backbone, texts, with layers or not). ``bad``: every unreadable image met so far.
+    """
 
-def fill_template(template: str, class_name: str) -> str:
-    article = "an" if class_name[:1].lower() in "aeiou" else "a"
-    return template.replace("{a}", f"{article} {class_name}").replace("{}", class_name)
-
-
-class _Features:
-    """Per-backbone feature cache for one benchmark run (in memory, backed by the on-disk FeatureCache)."""
-
-    def __init__(self, cache: FeatureCache | None, progress: bool, batch_size: int = 128):
+    def __init__(self, cache: FeatureCache | None = None, progress: bool = False, batch_size: int = 128):
         self.cache, self.progress, self.batch_size = cache, progress, batch_size
-        self._img: dict[tuple[str, tuple], np.ndarray] = {}
-        self.bad: list = []
+        self._images: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
+        self._texts: dict[tuple[str, tuple[str, ...], bool], TextBatch] = {}
+        self.bad: list[BadRow] = []
 
     def images(self, backbone: Backbone, paths: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """(M, D) float32 features (NaN rows where unreadable) and the (M,) bool ok mask."""
         key = (backbone.fingerprint, tuple(str(p) for p in paths))
-        if key not in self._img:
+        if key not in self._images:
             res = encode_images(backbone, list(paths), cache=self.cache, batch_size=self.batch_size,
                                 progress=self.progress)
             self.bad.extend(res.bad)
-            self._img[key] = (res.features, res.ok_mask)
-        return self._img[key]
+            self._images[key] = (res.features, res.ok_mask)
+        return self._images[key]
+
+    def texts(self, backbone: Backbone, texts: Sequence[str], layers: bool = False) -> TextBatch:
+        """N captions -> TextBatch (h: (N, D); layers: (N, L, D) when ``layers``, else None)."""
+        texts = list(texts)
+        key = (backbone.fingerprint, tuple(texts), layers)
+        if key not in self._texts:
+            h = encode_texts(backbone, texts, cache=self.cache, progress=self.progress)
+            per_layer = (encode_texts(backbone, texts, cache=self.cache, layers=True, progress=self.progress)
+                         if layers else None)
+            self._texts[key] = TextBatch(texts, h, per_layer)
+        return self._texts[key]
 
     def text(self, method: Method, texts: Sequence[str]) -> TextBatch:
-        texts = list(texts)
-        h = encode_texts(method.backbone, texts, cache=self.cache, progress=self.progress)
-        layers = None
-        if method.scorer.needs_layers:
-            layers = encode_texts(method.backbone, texts, cache=self.cache, layers=True, progress=self.progress)
-        return TextBatch(texts, h, layers)
+        """The captions as ``method``'s scorer needs them (with layers when it needs them)."""
+        return self.texts(method.backbone, texts, layers=method.scorer.needs_layers)
 
 
 def run_zeroshot(methods: Sequence[Method], data: ImageFolderDataset, *, templates: dict | None = None,
-                 cache: FeatureCache | None = None, progress: bool = True) -> dict:
+                 cache: FeatureCache | None = None, progress: bool = True, memo: FeatureMemo | None = None) -> dict:
     """Top-1/top-5 zero-shot accuracy; scores are averaged over the prompt templates."""
     templates = templates or load_templates("zeroshot")
-    feats = _Features(cache, progress)
+    feats = memo or FeatureMemo(cache, progress)
     labels = np.asarray(data.labels)
     out = {}
     for m in methods:
@@ -91,9 +94,9 @@ def run_zeroshot(methods: Sequence[Method], data: ImageFolderDataset, *, templat
 
 
 def run_mcq(methods: Sequence[Method], data: McqDataset, *, cache: FeatureCache | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, memo: FeatureMemo | None = None) -> dict:
     """NegBench MCQ: accuracy of the argmax over 4 captions, in total and per template."""
-    feats = _Features(cache, progress)
+    feats = memo or FeatureMemo(cache, progress)
     out = {}
     templates = np.asarray(data.templates)
     for m in methods:
@@ -113,9 +116,9 @@ def run_mcq(methods: Sequence[Method], data: McqDataset, *, cache: FeatureCache 
 
 
 def run_ccneg(methods: Sequence[Method], data: CcNegDataset, *, cache: FeatureCache | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, memo: FeatureMemo | None = None) -> dict:
     """CC-Neg: share of images whose true caption outscores its negated caption."""
-    feats = _Features(cache, progress)
+    feats = memo or FeatureMemo(cache, progress)
     out = {}
     for m in methods:
         img, ok = feats.images(m.backbone, data.image_paths)
@@ -143,9 +146,9 @@ def recall_at_k(scores: np.ndarray, relevant: list[set[int]] | np.ndarray, ks: S
 
 
 def run_retrieval(methods: Sequence[Method], data: RetrievalDataset, *, cache: FeatureCache | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, memo: FeatureMemo | None = None) -> dict:
     """Text->image and image->text Recall@1/5/10 (NegBench retrieval)."""
-    feats = _Features(cache, progress)
+    feats = memo or FeatureMemo(cache, progress)
     out = {}
     cap2img = np.asarray(data.caption_to_image)
     for m in methods:

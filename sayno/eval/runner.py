@@ -18,13 +18,23 @@ from rich.table import Table
 
 import sayno
 from sayno.backbones import Backbone, load
-from sayno.data import read_ccneg, read_image_folder, read_mcq_csv, read_retrieval_csv, report_bad_rows
+from sayno.base.prompts import load_templates
+from sayno.base.shipped import shipped_weights
+from sayno.data import (
+    DataError,
+    read_ccneg,
+    read_class_names,
+    read_image_folder,
+    read_mcq_csv,
+    read_retrieval_csv,
+    report_bad_rows,
+)
+from sayno.errors import InputError
 from sayno.eval import benchmarks as B
 from sayno.features import FeatureCache
-
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-SHIPPED_GLASSES = WEIGHTS / "glasses-embedded.safetensors"
-SHIPPED_CLIPN = WEIGHTS / "clipn-embedded.safetensors"
+from sayno.glasses import load_glasses
+from sayno.ood.bench import print_ood_table, world_ood_benchmark
+from sayno.world import WorldConfig, build_world
 
 TASKS = ("zeroshot", "mcq", "ccneg", "retrieval")
 
@@ -40,17 +50,12 @@ def methods_for(backbone: Backbone, glasses: Path | None) -> list[B.Method]:
     """Plain CLIP, plus CLIPGlasses when a checkpoint is given."""
     methods = [B.plain(backbone)]
     if glasses is not None:
-        from sayno.glasses import load_glasses
-
-        g = load_glasses(glasses, backbone)
-        methods.append(B.Method("CLIPGlasses", backbone, g.scorer()))
+        methods.append(B.Method("CLIPGlasses", backbone, load_glasses(glasses, backbone).scorer()))
     return methods
 
 
 def _read(task: str, data: Path, root: Path | None, classes: Path | None):
     if task == "zeroshot":
-        from sayno.data import read_class_names
-
         return read_image_folder(data, read_class_names(classes) if classes else None)
     if task == "mcq":
         return read_mcq_csv(data, root)
@@ -58,7 +63,7 @@ def _read(task: str, data: Path, root: Path | None, classes: Path | None):
         return read_ccneg(data, root)
     if task == "retrieval":
         return read_retrieval_csv(data, root)
-    raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
 
 
 RUNNERS: dict[str, Callable] = {"zeroshot": B.run_zeroshot, "mcq": B.run_mcq, "ccneg": B.run_ccneg,
@@ -71,7 +76,7 @@ def _run(task: str, methods: list[B.Method], dataset, data_path: Path, cache: Fe
     kwargs = {"cache": cache, "progress": progress}
     templates = None
     if task == "zeroshot":
-        templates = B.load_templates("zeroshot")
+        templates = load_templates("zeroshot")
         kwargs["templates"] = templates
     metrics = RUNNERS[task](methods, dataset, **kwargs)
     if bad and console is not None:
@@ -94,7 +99,7 @@ def evaluate(task: str, *, model: str, data: Path, root: Path | None = None, gla
              progress: bool = True, console: Console | None = None) -> dict:
     """One benchmark on one dataset: ``{"task", "dataset", "model", "methods": {name: metrics}, ...}``."""
     if task not in RUNNERS:
-        raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+        raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     dataset = _read(task, Path(data), root, classes)
     backbone = load(model, device=device, precision=precision)
     methods = methods_for(backbone, glasses)
@@ -105,8 +110,6 @@ def evaluate(task: str, *, model: str, data: Path, root: Path | None = None, gla
 
 def ensure_world(folder: Path, style: str, parts: tuple[str, ...], console: Console | None) -> Path:
     """Build the world's evaluation parts into ``folder`` unless a complete build is already there."""
-    from sayno.world import WorldConfig, build_world
-
     manifest = folder / "world.json"
     if manifest.exists():
         have = set(json.loads(manifest.read_text()).get("parts", {}))
@@ -122,8 +125,7 @@ def benchmark(*, world: Path | None = None, model: str = "embedded", device: str
               console: Console | None = None) -> list[dict]:
     """The main job: every world benchmark for plain CLIP and the shipped methods, in both art styles."""
     backbone = load(model, device=device)
-    glasses = SHIPPED_GLASSES if (model == "embedded" and SHIPPED_GLASSES.exists()) else None
-    methods = methods_for(backbone, glasses)
+    methods = methods_for(backbone, shipped_weights("glasses", model))
     cache = FeatureCache.default()
     results = []
     for style in ("openmoji", "noto"):
@@ -137,20 +139,16 @@ def benchmark(*, world: Path | None = None, model: str = "embedded", device: str
             dataset = _read(task, path, None, classes)
             r = _run(task, methods, dataset, path, cache, progress, console, {"style": style})
             results.append(r)
-    results.extend(_ood_results(backbone, cache, world, progress, console))
+    results.append(_ood_result(backbone, model, cache, world, progress))
     return results
 
 
-def _ood_results(backbone: Backbone, cache: FeatureCache, world: Path | None, progress: bool,
-                 console: Console | None) -> list[dict]:
-    try:
-        from sayno.ood.bench import world_ood_benchmark
-    except ImportError:
-        return []
-    clipn = SHIPPED_CLIPN if SHIPPED_CLIPN.exists() else None
+def _ood_result(backbone: Backbone, model: str, cache: FeatureCache, world: Path | None, progress: bool) -> dict:
+    """The world's OOD benchmark (both styles), with the shipped CLIPN when there is one for ``model``."""
     folder = Path(world) if world is not None else default_world_dir("openmoji")
     noto = Path(f"{world}-noto") if world is not None else default_world_dir("noto")
-    return [world_ood_benchmark(backbone, folder, noto_folder=noto, clipn=clipn, cache=cache, progress=progress)]
+    return world_ood_benchmark(backbone, folder, noto_folder=noto, clipn=shipped_weights("clipn", model),
+                               cache=cache, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -170,10 +168,10 @@ def write_result(result: dict, folder: Path) -> Path:
 def read_results(folder: Path) -> list[dict]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no results folder {folder}")
+        raise DataError(f"{folder}: no such results folder")
     files = sorted(folder.glob("*.json"))
     if not files:
-        raise FileNotFoundError(f"no result JSONs in {folder}")
+        raise DataError(f"{folder}: no result JSONs in it")
     return [json.loads(f.read_text()) for f in files]
 
 
@@ -263,6 +261,4 @@ def print_benchmark(results: list[dict], console: Console) -> None:
         console.print(t)
     for r in results:
         if r["task"] == "ood":
-            from sayno.ood.bench import print_ood_table
-
             print_ood_table(r, console)

@@ -2,18 +2,19 @@
 
     >>> from sayno.glasses import load_glasses                       # doctest: +SKIP
     >>> g = load_glasses("sayno/weights/glasses-embedded.safetensors", backbone)
-    >>> g.score_matrix(text_batch, image_features)   # (N, M), like sayno.eval.scoring.PlainClip
+    >>> g.score_matrix(text_batch, image_features)   # (N, M), like sayno.base.scoring.PlainClip
+
+Modules: ``config`` (GlassesConfig), ``model`` (Glasses, load_glasses), ``scoring`` (numpy scores, GlassesScorer),
+``phrases`` (the bounded phrase-prompt memo), ``explain``, ``checkpoint`` (the ``sayno-glasses`` envelope),
+``data`` (training data through the sayno.data readers), ``train``, ``finetune`` (the text-tower baseline),
+``cli`` (``sayno glasses ...``).
 """
+from sayno.glasses.config import GlassesConfig, GlassesError
+from sayno.glasses.finetune import FinetunedText, finetune_text, load_finetuned
 from sayno.glasses.lexical import Analysis, NegatedPhrase, Negation, ObjectVocabulary, analyse, is_negated
-from sayno.glasses.model import (
-    Glasses,
-    GlassesConfig,
-    GlassesError,
-    GlassesScorer,
-    Slots,
-    load_glasses,
-    read_metadata,
-)
+from sayno.glasses.model import Glasses, GlassesScorer, load_glasses
+from sayno.glasses.scoring import Slots
+from sayno.glasses.train import TrainConfig, train_glasses
 
 __all__ = [
     "Analysis",
@@ -32,19 +33,6 @@ __all__ = [
     "is_negated",
     "load_finetuned",
     "load_glasses",
-    "read_metadata",
     "train_glasses",
 ]
 
-
-def __getattr__(name: str):
-    # training pulls in the data readers; import it on first use
-    if name in ("train_glasses", "TrainConfig"):
-        from sayno.glasses import train
-
-        return getattr(train, name)
-    if name in ("finetune_text", "load_finetuned", "FinetunedText"):
-        from sayno.glasses import finetune
-
-        return getattr(finetune, name)
-    raise AttributeError(name)

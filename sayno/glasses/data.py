@@ -1,6 +1,9 @@
 """Training data for CLIPGlasses: captions, images and labels from the CSV formats, as frozen-CLIP features.
 
-Sources (any mix; ``read_sources`` picks them from a world folder or one file):
+Sources (any mix; ``read_sources`` picks them from a world folder or one file). The public formats are read
+by the :mod:`sayno.data` readers, so a file ``sayno eval`` accepts trains too, and rows they drop are kept in
+``Sources.bad_rows`` (reported by training, never dropped silently); image keys are paths as those readers
+resolve them (relative to the CSV's folder):
 
 - the world's ``negation_<split>.csv``: filepath, caption, positive_objects (the image's objects),
   negated_objects (JSON list), hedged, template, true, group, hard_negative;
@@ -28,28 +31,31 @@ Labels (docs/GLASSES.md, "Labels"):
 
 from __future__ import annotations
 
-import ast
-import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sayno.errors import SaynoError
-from sayno.glasses.lexical import ObjectVocabulary, analyse, article_prompt
+from sayno.data import BadRow, DataError, read_ccneg, read_csv_rows, read_mcq_csv, read_retrieval_csv
+from sayno.features import encode_images, encode_texts
+from sayno.glasses.config import phrase_prompt
+from sayno.glasses.lexical import ObjectVocabulary, analyse
+from sayno.world.concepts import load_concepts
+
+NEGATION_COLUMNS = ("filepath", "caption", "negated_objects")
 
 
-class GlassesDataError(SaynoError, ValueError):
-    """A training file that cannot be read."""
+class GlassesDataError(DataError):
+    """A training file or folder that cannot be used at all."""
 
 
 @dataclass
 class CaptionRecord:
     caption: str
-    image: str  # the image the row is about (path relative to the data root)
+    image: str  # the image the row is about (its path as the reader resolved it)
     observed: bool  # written for this image (a contrastive positive)
     true: int | None = None  # truth on ``image`` when the dataset says
     negated: list[str] | None = None  # negated object labels, when the dataset says
@@ -59,13 +65,14 @@ class CaptionRecord:
 
 @dataclass
 class Sources:
-    """Captions and images read from one or more files."""
+    """Captions and images read from one or more files, and the rows the readers had to drop."""
 
     captions: list[CaptionRecord] = field(default_factory=list)
     objects: dict[str, frozenset[str]] = field(default_factory=dict)  # image -> its objects, when known
     groups: dict[str, str] = field(default_factory=dict)  # image -> scene group (kept in one batch)
     root: Path = Path(".")
     files: list[str] = field(default_factory=list)
+    bad_rows: list[BadRow] = field(default_factory=list)
 
     def extend(self, other: Sources) -> None:
         self.captions.extend(other.captions)
@@ -73,105 +80,125 @@ class Sources:
         for k, v in other.groups.items():
             self.groups.setdefault(k, v)
         self.files.extend(other.files)
+        self.bad_rows.extend(other.bad_rows)
 
     @property
     def images(self) -> list[str]:
         return list(dict.fromkeys([c.image for c in self.captions]))
 
 
+# ---------------------------------------------------------------------------------------------- readers
 def _json_list(text: str | None) -> list[str] | None:
-    if text is None or str(text).strip() == "":
+    """A JSON list of strings (a bare string is one item); None for an empty cell. Raises ValueError."""
+    if text is None or not text.strip():
         return None
-    text = str(text)
+    value = json.loads(text)
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError(f"expected a JSON list, got {text[:60]!r}")  # noqa: TRY004 - a bad cell, not a bug
+    return [str(v) for v in value]
+
+
+def _flag(text: str | None, column: str) -> int | None:
+    """An optional 0/1 cell; None when empty. Raises ValueError naming ``column``."""
+    if text is None or not text.strip():
+        return None
     try:
-        val = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            val = ast.literal_eval(text)
-        except (ValueError, SyntaxError) as e:
-            raise GlassesDataError(f"cannot read list {text[:60]!r}") from e
-    if isinstance(val, str):
-        return [val]
-    return [str(v) for v in val]
+        value = float(text)
+    except ValueError:
+        value = None
+    if value not in (0.0, 1.0):
+        raise ValueError(f"{column} must be 0 or 1, got {text[:20]!r}")
+    return int(value)
 
 
-def _rows(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+def _image_key(value: str, base: Path, reasons: list[str]) -> str:
+    """The image path of a row (relative ones under ``base``) as the key of :class:`Sources`."""
+    p = Path(value.strip()).expanduser()
+    p = p if p.is_absolute() else base / p
+    if not value.strip():
+        reasons.append("empty filepath")
+    elif not p.is_file():
+        reasons.append(f"image not found: {p}")
+    return str(p)
 
 
 def read_negation_csv(path: str | Path) -> Sources:
-    """The world's negation CSV (see module doc)."""
+    """The emoji world's ``negation_<split>.csv`` (its own labelled format; see module doc).
+
+    A row with an empty caption, a bad ``negated_objects``/``positive_objects`` list, a ``true``/``hedged``
+    that is not 0/1 or a missing image is a bad row (in ``Sources.bad_rows``)."""
     path = Path(path)
-    header, rows = _rows(path)
-    need = {"filepath", "caption", "negated_objects"}
-    if not need <= set(header):
-        raise GlassesDataError(f"{path}: a negation CSV needs columns {sorted(need)}, has {header}")
     out = Sources(root=path.parent, files=[str(path)])
-    for r in rows:
-        img = r["filepath"]
-        true = int(r["true"]) if r.get("true", "") != "" else 1
-        hedged = bool(int(r["hedged"])) if r.get("hedged", "") != "" else None
-        out.captions.append(CaptionRecord(r["caption"], img, observed=bool(true) or bool(hedged), true=true,
-                                          negated=_json_list(r["negated_objects"]) or [], hedged=hedged,
-                                          source=path.name))
-        objs = _json_list(r.get("positive_objects"))
-        if objs is not None:
-            out.objects[img] = frozenset(objs)
-        if r.get("group", "") != "":
-            out.groups[img] = f"{path.name}:{r['group']}"
+    _, records = read_csv_rows(path, NEGATION_COLUMNS, "negation")
+    for line, row in records:
+        if isinstance(row, str):
+            out.bad_rows.append(BadRow(str(path), line, row))
+            continue
+        reasons: list[str] = []
+        img = _image_key(row["filepath"], path.parent, reasons)
+        try:
+            negated = _json_list(row["negated_objects"]) or []
+            objects = _json_list(row.get("positive_objects"))
+            true, hedged = _flag(row.get("true"), "true"), _flag(row.get("hedged"), "hedged")
+        except ValueError as e:
+            reasons.append(str(e).splitlines()[0])
+        if not row["caption"].strip():
+            reasons.append("empty caption")
+        if reasons:
+            out.bad_rows.append(BadRow(str(path), line, "; ".join(reasons)))
+            continue
+        true = 1 if true is None else true
+        hedged_flag = None if hedged is None else bool(hedged)
+        out.captions.append(CaptionRecord(row["caption"], img, observed=bool(true) or bool(hedged_flag), true=true,
+                                          negated=negated, hedged=hedged_flag, source=path.name))
+        if objects is not None:
+            out.objects[img] = frozenset(objects)
+        if row.get("group", "") != "":
+            out.groups[img] = f"{path.name}:{row['group']}"
     return out
 
 
-def read_ccneg_csv(path: str | Path) -> Sources:
-    """CC-Neg pairs: the true caption is observed, the negative caption is false for the image."""
+def read_ccneg_sources(path: str | Path) -> Sources:
+    """CC-Neg pairs (:func:`sayno.data.read_ccneg`): the true caption is observed, the negative caption is
+    false for the image (its ``negated_object``, when given, is the label)."""
     path = Path(path)
-    header, rows = _rows(path)
-    img_col = "image_path" if "image_path" in header else "filepath"
-    if not {img_col, "caption", "negative_caption"} <= set(header):
-        raise GlassesDataError(f"{path}: a CC-Neg CSV needs image_path, caption, negative_caption; has {header}")
-    out = Sources(root=path.parent, files=[str(path)])
-    for r in rows:
-        img = r[img_col]
-        out.captions.append(CaptionRecord(r["caption"], img, observed=True, true=1, source=path.name))
-        neg = [r["negated_object"]] if r.get("negated_object") else None
-        out.captions.append(CaptionRecord(r["negative_caption"], img, observed=False, true=0, negated=neg,
-                                          source=path.name))
+    data = read_ccneg(path)
+    out = Sources(root=path.parent, files=[str(path)], bad_rows=list(data.bad_rows))
+    for img, caption, negative, obj in zip(data.image_paths, data.captions, data.negative_captions,
+                                           data.negated_objects):
+        out.captions.append(CaptionRecord(caption, str(img), observed=True, true=1, source=path.name))
+        out.captions.append(CaptionRecord(negative, str(img), observed=False, true=0,
+                                          negated=[obj] if obj else None, source=path.name))
     return out
 
 
-def read_retrieval_csv(path: str | Path) -> Sources:
-    """NegBench retrieval CSV: every caption is true for (and written for) its image."""
+def read_retrieval_sources(path: str | Path) -> Sources:
+    """NegBench retrieval (:func:`sayno.data.read_retrieval_csv`): every caption is true for (and written
+    for) its image; ``negative_objects`` label what the image's captions negate, ``positive_objects`` are the
+    image's objects (unknown when empty)."""
     path = Path(path)
-    header, rows = _rows(path)
-    if not {"filepath", "captions"} <= set(header):
-        raise GlassesDataError(f"{path}: a retrieval CSV needs filepath, captions; has {header}")
-    out = Sources(root=path.parent, files=[str(path)])
-    for r in rows:
-        img = r["filepath"]
-        neg = _json_list(r.get("negative_objects"))
-        for cap in _json_list(r["captions"]) or []:
-            out.captions.append(CaptionRecord(cap, img, observed=True, true=1, negated=neg, source=path.name))
-        objs = _json_list(r.get("positive_objects"))
-        if objs is not None:
-            out.objects[img] = frozenset(objs)
+    data = read_retrieval_csv(path)
+    out = Sources(root=path.parent, files=[str(path)], bad_rows=list(data.bad_rows))
+    for caption, i in zip(data.captions, data.caption_to_image.tolist()):
+        img = str(data.image_paths[i])
+        out.captions.append(CaptionRecord(caption, img, observed=True, true=1,
+                                          negated=list(data.negative_objects[i]) or None, source=path.name))
+        if data.positive_objects[i]:
+            out.objects[img] = frozenset(data.positive_objects[i])
     return out
 
 
-def read_mcq_csv(path: str | Path) -> Sources:
-    """NegBench MCQ CSV: the correct caption is observed (true) for the image, the other three are false."""
+def read_mcq_sources(path: str | Path) -> Sources:
+    """NegBench MCQ (:func:`sayno.data.read_mcq_csv`): the correct caption is observed (true) for the image,
+    the other three are false."""
     path = Path(path)
-    header, rows = _rows(path)
-    need = {"image_path", "correct_answer", "caption_0", "caption_1", "caption_2", "caption_3"}
-    if not need <= set(header):
-        raise GlassesDataError(f"{path}: an MCQ CSV needs {sorted(need)}; has {header}")
-    out = Sources(root=path.parent, files=[str(path)])
-    for r in rows:
-        img, ans = r["image_path"], int(r["correct_answer"])
-        for k in range(4):
-            out.captions.append(CaptionRecord(r[f"caption_{k}"], img, observed=k == ans, true=int(k == ans),
+    data = read_mcq_csv(path)
+    out = Sources(root=path.parent, files=[str(path)], bad_rows=list(data.bad_rows))
+    for img, options, answer in zip(data.image_paths, data.captions, data.answers.tolist()):
+        for k, caption in enumerate(options):
+            out.captions.append(CaptionRecord(caption, str(img), observed=k == answer, true=int(k == answer),
                                               source=path.name))
     return out
 
@@ -179,16 +206,16 @@ def read_mcq_csv(path: str | Path) -> Sources:
 def read_file(path: str | Path) -> Sources:
     """One CSV of any supported format, recognised by its header."""
     path = Path(path)
-    header, _ = _rows(path)
+    header, _ = read_csv_rows(path, (), "training")
     if "negated_objects" in header:
         return read_negation_csv(path)
     if "negative_caption" in header:
-        return read_ccneg_csv(path)
+        return read_ccneg_sources(path)
     if "correct_answer" in header:
-        return read_mcq_csv(path)
+        return read_mcq_sources(path)
     if "captions" in header:
-        return read_retrieval_csv(path)
-    raise GlassesDataError(f"{path}: unknown training format (columns {header})")
+        return read_retrieval_sources(path)
+    raise GlassesDataError(f"{path}: unknown training format (columns {', '.join(header)})")
 
 
 def read_sources(data: str | Path, split: str = "train") -> Sources:
@@ -227,8 +254,9 @@ def split_sources(src: Sources, val_fraction: float, seed: int = 0) -> tuple[Sou
         src, lambda im: src.groups.get(im, im) in val_keys)
 
 
-def subset(src: Sources, keep) -> Sources:
-    out = Sources(root=src.root, files=list(src.files))
+def subset(src: Sources, keep: Callable[[str], bool]) -> Sources:
+    """The captions of the images ``keep`` says yes to (with their objects and groups; every bad row)."""
+    out = Sources(root=src.root, files=list(src.files), bad_rows=list(src.bad_rows))
     out.captions = [c for c in src.captions if keep(c.image)]
     imgs = set(out.images)
     out.objects = {k: v for k, v in src.objects.items() if k in imgs}
@@ -263,14 +291,9 @@ def train_val_sources(data: str | Path | Sources, val_data: str | Path | Sources
 
 def world_vocabulary(names: Sequence[str]) -> ObjectVocabulary:
     """Vocabulary of the given object names, with the world's plurals for names it knows."""
-    plurals = {}
-    try:
-        from sayno.world.concepts import load_concepts
-
-        plurals = {c.name: c.plural for c in load_concepts() if c.name in set(names)}
-    except Exception:  # noqa: BLE001 - the world is optional here
-        plurals = {}
-    return ObjectVocabulary.from_names(sorted(set(names)), plurals)
+    wanted = set(names)
+    plurals = {c.name: c.plural for c in load_concepts() if c.name in wanted}
+    return ObjectVocabulary.from_names(sorted(wanted), plurals)
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -357,53 +380,24 @@ def label(src: Sources) -> Labelled:
 
 
 # -------------------------------------------------------------------------------------------- features
-def encode_texts_np(backbone, texts: Sequence[str], layers: bool = False, cache=None, batch_size: int = 256,
+def encode_texts_np(backbone, texts: Sequence[str], layers: bool = False, cache=None,
                     progress: bool = False) -> np.ndarray:
-    """Frozen-CLIP text features as float32 numpy ((n, D), or (n, L, D) with ``layers``)."""
+    """Frozen-CLIP text features (:func:`sayno.features.encode_texts`) as float32 numpy: (n, D), or (n, L, D)
+    with ``layers``."""
     texts = list(texts)
     if not texts:
         shape = (0, backbone.num_text_layers, backbone.embed_dim) if layers else (0, backbone.embed_dim)
         return np.zeros(shape, np.float32)
-    try:
-        from sayno.features import encode_texts
-
-        return np.asarray(encode_texts(backbone, texts, cache=cache, layers=layers, progress=progress),
-                          dtype=np.float32)
-    except ImportError:
-        pass
-    fn = backbone.encode_text_layers if layers else backbone.encode_text
-    out = [fn(texts[i:i + batch_size]).float().cpu().numpy() for i in range(0, len(texts), batch_size)]
-    return np.concatenate(out).astype(np.float32)
+    return np.asarray(encode_texts(backbone, texts, cache=cache, layers=layers, progress=progress),
+                      dtype=np.float32)
 
 
 def encode_images_np(backbone, paths: Sequence[str], cache=None, batch_size: int = 256,
                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(features (M, D) float32, ok (M,) bool) of image files; unreadable images get ok=False."""
-    paths = [str(p) for p in paths]
-    try:
-        from sayno.features import encode_images
-
-        res = encode_images(backbone, paths, cache=cache, batch_size=batch_size, progress=progress)
-        return np.asarray(res.features, dtype=np.float32), np.asarray(res.ok_mask, dtype=bool)
-    except ImportError:
-        pass
-    from PIL import Image
-
-    feats = np.zeros((len(paths), backbone.embed_dim), np.float32)
-    ok = np.zeros(len(paths), bool)
-    for start in range(0, len(paths), batch_size):
-        pix, idx = [], []
-        for i in range(start, min(start + batch_size, len(paths))):
-            try:
-                with Image.open(paths[i]) as im:
-                    pix.append(backbone.preprocess(im.convert("RGB")))
-                idx.append(i)
-            except (OSError, ValueError):
-                continue
-        if pix:
-            feats[idx] = backbone.encode_image(torch.stack(pix)).float().cpu().numpy()
-            ok[idx] = True
-    return feats, ok
+    """(features (M, D) float32, NaN rows where not ok; ok (M,) bool) of image files
+    (:func:`sayno.features.encode_images`)."""
+    res = encode_images(backbone, [str(p) for p in paths], cache=cache, batch_size=batch_size, progress=progress)
+    return np.asarray(res.features, dtype=np.float32), np.asarray(res.ok_mask, dtype=bool)
 
 
 @dataclass
@@ -453,7 +447,7 @@ def build_features(src: Sources, backbone, *, prompt: str = "This image shows {}
         rem = [analyse(lab.texts[i]).affirmative_text for i in with_slots]
         base[with_slots] = encode_texts_np(backbone, rem, cache=cache)
     prompts = sorted(set(lab.slot_phrase) | set(lab.slot_target) | set(lab.vocabulary))
-    pf = encode_texts_np(backbone, [article_prompt(prompt, p) for p in prompts], cache=cache)
+    pf = encode_texts_np(backbone, [phrase_prompt(prompt, p) for p in prompts], cache=cache)
     pidx = {p: i for i, p in enumerate(prompts)}
     src_f = pf[[pidx[p] for p in lab.slot_phrase]] if lab.slot_phrase else np.zeros((0, h.shape[1]), np.float32)
     tgt_f = pf[[pidx[p] for p in lab.slot_target]] if lab.slot_target else np.zeros((0, h.shape[1]), np.float32)

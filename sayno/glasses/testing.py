@@ -6,8 +6,13 @@ instances with the same seed have the same fingerprint and two seeds differ.
 
 from __future__ import annotations
 
+import csv
+import json
 import re
+import zlib
+from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -45,10 +50,7 @@ class SyntheticClip(Backbone):
 
     def __init__(self, names: list[str], seed: int = 0, embed_dim: int = 32, num_layers: int = 4,
                  logit_scale: float = 20.0):
-        import zlib
-
         self.names = list(names)
-        self._zlib = zlib
         rng = torch.Generator().manual_seed(seed)
         self.obj = torch.nn.functional.normalize(torch.randn(len(names), embed_dim, generator=rng), dim=-1)
         self.seed = seed
@@ -68,7 +70,7 @@ class SyntheticClip(Backbone):
         return self._scale
 
     def _word(self, w: str) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self._zlib.crc32(w.encode()) + self.seed)
+        g = torch.Generator().manual_seed(zlib.crc32(w.encode()) + self.seed)
         return 0.3 * torch.nn.functional.normalize(torch.randn(self.embed_dim, generator=g), dim=0)
 
     def _vectors(self, text: str) -> list[torch.Tensor]:
@@ -134,12 +136,6 @@ def write_synthetic_world(folder, names: list[str], groups: int, seed: int = 0, 
 
     Per group: image ``a`` shows objects P, image ``b`` shows P plus B; captions follow the world's patterns.
     """
-    import csv
-    import json
-    from pathlib import Path
-
-    import numpy as np
-
     folder = Path(folder)
     (folder / "images" / split).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, hash(split) % 1000])

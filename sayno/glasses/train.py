@@ -20,28 +20,37 @@ After every epoch the whole state goes to ``<out>.partial``; a rerun with the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sayno.glasses.data import (
-    FeatureSet,
-    Sources,
-    build_features,
-    train_val_sources,
+from sayno.base.training import (
+    EarlyStopping,
+    OtherRunState,
+    ResumeFile,
+    cosine_schedule,
+    fit_epoch,
+    restore_rng,
+    run_key,
 )
-from sayno.glasses.model import Glasses, GlassesConfig
+from sayno.config import from_mapping
+from sayno.data import report_bad_rows
+from sayno.glasses.config import GlassesConfig
+from sayno.glasses.data import FeatureSet, Sources, build_features, train_val_sources
+from sayno.glasses.model import Glasses
 from sayno.glasses.modules import glasses_logits
+from sayno.runtime import torch_threads
 
 STAGES = ("detector", "frame", "lens", "joint")
+RESUME_FORMAT = "glasses-resume-2"  # part of the run key: resume files of older layouts are ignored
 
 
 @dataclass
@@ -62,6 +71,14 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1  # the modules are small: one thread is fastest, and kind to a shared CPU
 
+    def __post_init__(self) -> None:
+        self.epochs = tuple(int(e) for e in self.epochs)  # type: ignore[assignment]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """From a dict (a JSON file, a training summary); unknown keys raise :class:`sayno.config.ConfigError`."""
+        return from_mapping(cls, data, "Glasses training config")
+
 
 def auto_batch_groups(n_groups: int, most: int = 32, min_batches: int = 16) -> int:
     """Scene groups per batch: ``most`` (32), fewer when that leaves under ``min_batches`` batches per epoch.
@@ -78,7 +95,7 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-class _Batches:
+class SceneBatches:
     """Batches of whole scene groups: (caption indices, image indices)."""
 
     def __init__(self, fs: FeatureSet):
@@ -297,29 +314,21 @@ def _pair_metrics(S_text: torch.Tensor, S_img: torch.Tensor, T: torch.Tensor, pc
     return {"i2t_acc": float(wins.float().mean()), "t2i_acc": float(t_wins.float().mean())}
 
 
-def _cosine(total: int):
-    """Cosine decay from 1 to 0 over ``total`` steps."""
-    return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-def _stage_params(g: Glasses, stage: str) -> list[torch.nn.Parameter]:
+def _stage_params(model: Glasses, stage: str) -> list[torch.nn.Parameter]:
+    """The parameters a stage trains."""
     if stage == "detector":
-        return list(g.detector.parameters())
+        return list(model.detector.parameters())
     if stage == "lens":
-        return list(g.lens.parameters())
-    params = [p for p in g.frame.parameters() if p.requires_grad]
+        return list(model.lens.parameters())
+    params = [p for p in model.frame.parameters() if p.requires_grad]
     if stage == "joint":
-        params += list(g.lens.parameters())
+        params += list(model.lens.parameters())
     return params
 
 
-def _run_key(config: GlassesConfig, tc: TrainConfig, backbone_fp: str, files: list[str], n: int) -> str:
-    blob = json.dumps([asdict(config), asdict(tc), backbone_fp, sorted(files), n], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _evaluate(runner: _Runner, stage: str, batches: _Batches, batch_groups: int, g: Glasses) -> dict:
-    g.eval()
+def _evaluate(runner: _Runner, stage: str, batches: SceneBatches, batch_groups: int, model: Glasses) -> dict:
+    """Mean validation loss (and metrics) of ``stage``, weighted by captions per batch."""
+    model.eval()
     losses, weights, metrics = [], [], {}
     with torch.no_grad():
         for caps, imgs in batches(batch_groups, None):
@@ -334,6 +343,124 @@ def _evaluate(runner: _Runner, stage: str, batches: _Batches, batch_groups: int,
     return out
 
 
+@dataclass
+class _Data:
+    """Training and validation sources and their features."""
+
+    train: Sources
+    val: Sources
+    features: FeatureSet
+    val_features: FeatureSet
+    seconds: float
+
+
+def _prepare_data(backbone, data: str | Path | Sources, val_data: str | Path | Sources | None,
+                  config: GlassesConfig, settings: TrainConfig, cache, progress: bool,
+                  log: Callable[[str], None]) -> _Data:
+    """Read the sources (reporting bad rows) and encode them with the frozen backbone."""
+    started = time.time()
+    src, val_src = train_val_sources(data, val_data, val_fraction=settings.val_fraction,
+                                     fraction=settings.fraction, seed=settings.seed)
+    log(f"data: {len(src.captions)} training captions on {len(src.images)} images, "
+        f"{len(val_src.captions)} validation captions ({', '.join(Path(f).name for f in src.files)})")
+    bad = list(dict.fromkeys(src.bad_rows + val_src.bad_rows))
+    if bad:
+        log(f"{len(bad)} bad row(s) skipped")
+        report_bad_rows(bad)
+    features = build_features(src, backbone, prompt=config.prompt, cache=cache, progress=progress)
+    val_features = build_features(val_src, backbone, prompt=config.prompt, cache=cache, progress=progress)
+    seconds = time.time() - started
+    log(f"features: {seconds:.1f}s; labels {json.dumps(features.lab.stats)}")
+    return _Data(src, val_src, features, val_features, seconds)
+
+
+class _Run:
+    """One training run: the model, its data, batches, random state, resume file and history."""
+
+    def __init__(self, backbone, config: GlassesConfig, settings: TrainConfig, data: _Data, resume: ResumeFile,
+                 log: Callable[[str], None]):
+        self.settings, self.resume, self.log = settings, resume, log
+        self.model = Glasses(config, backbone)
+        self.model.frame.set_bank(data.features.vocab_feats)
+        scale = float(backbone.logit_scale)
+        self.runner = _Runner(self.model, data.features, _SlotIndex(data.features, config.lens_input), scale,
+                              settings.lens_weight, settings.presence_weight)
+        self.val_runner = _Runner(self.model, data.val_features, _SlotIndex(data.val_features, config.lens_input),
+                                  scale, settings.lens_weight, settings.presence_weight)
+        self.batches, self.val_batches = SceneBatches(data.features), SceneBatches(data.val_features)
+        self.batch_groups = settings.batch_groups or auto_batch_groups(len(self.batches))
+        self.rng = np.random.default_rng(settings.seed)
+        self.history: list[dict] = []
+
+    def restore(self, state: dict) -> None:
+        """Continue from a saved state: weights, history and random state."""
+        self.model.load_state_dict(state["model"])
+        self.history = state["history"]
+        restore_rng(state, self.rng)
+
+    def save(self, stage_index: int, epoch: int, optimizer: torch.optim.Optimizer | None = None,
+             schedule: torch.optim.lr_scheduler.LRScheduler | None = None, stop: EarlyStopping | None = None) -> None:
+        """Write the resume state: ``epoch`` -1 and no optimiser mean "stage ``stage_index`` starts afresh"."""
+        self.resume.save({"stage": stage_index, "epoch": epoch, "model": self.model.state_dict(),
+                          "opt": optimizer.state_dict() if optimizer is not None else None,
+                          "sched": schedule.state_dict() if schedule is not None else None,
+                          "stop": stop.state_dict() if stop is not None else None, "history": self.history},
+                         rng=self.rng)
+
+    def train_stage(self, index: int, saved: dict | None) -> None:
+        """Train stage ``STAGES[index]`` (from ``saved``, its interrupted state, when given); keeps its best
+        epoch on the validation loss."""
+        stage, settings = STAGES[index], self.settings
+        params = _stage_params(self.model, stage)
+        optimizer = torch.optim.AdamW(params, lr=settings.detector_lr if stage == "detector" else settings.lr,
+                                      weight_decay=settings.weight_decay)
+        n_batches = math.ceil(len(self.batches) / self.batch_groups)
+        n_epochs = max(settings.epochs[index], math.ceil(settings.min_steps / max(n_batches, 1)))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(n_epochs * n_batches))
+        stop = EarlyStopping(settings.patience, settings.min_steps, min_delta=1e-5)
+        first_epoch = 0
+        if saved is not None:
+            optimizer.load_state_dict(saved["opt"])
+            schedule.load_state_dict(saved["sched"])
+            stop.load_state_dict(saved["stop"])
+            first_epoch = saved["epoch"] + 1
+        for epoch in range(first_epoch, n_epochs):
+            if stop.should_stop(epoch * n_batches):
+                break
+            started = time.time()
+            self.model.train()
+            train_loss = fit_epoch(self.batches(self.batch_groups, self.rng),
+                                   lambda caps, imgs: self.runner.batch(stage, caps, imgs)[0],
+                                   optimizer, schedule, params, max_grad_norm=5.0)
+            val = _evaluate(self.val_runner, stage, self.val_batches, self.batch_groups, self.model)
+            improved = stop.update(val["loss"], self.model)
+            entry = {"stage": stage, "epoch": epoch + 1, "train_loss": round(train_loss, 5),
+                     **{f"val_{k}": round(v, 5) for k, v in val.items()}, "seconds": round(time.time() - started, 2),
+                     "best": improved}
+            self.history.append(entry)
+            self.save(index, epoch, optimizer, schedule, stop)
+            self.log(f"{stage:8s} epoch {epoch + 1:2d}/{n_epochs}  train {entry['train_loss']:.4f}  "
+                     + "  ".join(f"{k[4:]} {v:.4f}" for k, v in entry.items() if k.startswith("val_"))
+                     + f"  {entry['seconds']:.1f}s" + ("  *" if improved else ""))
+        stop.restore_best(self.model)
+        self.save(index + 1, -1)  # the stage is done: after a restart the next one starts from its epoch 0
+
+
+def _saved_state(resume: ResumeFile, enabled: bool, log: Callable[[str], None]) -> dict | None:
+    """The resume state of this run, if resuming is on and there is one (another run's is ignored)."""
+    if not enabled:
+        return None
+    try:
+        state = resume.load()
+    except OtherRunState:
+        log(f"ignoring {resume.path}: it belongs to a run with other settings")
+        return None
+    if state is not None:
+        stage = (STAGES + ("done",))[state["stage"]]
+        log(f"resuming from {resume.path}: stage {stage}, epoch {state['epoch'] + 2}")
+    return state
+
+
 def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, config: GlassesConfig | None = None,
                   train: TrainConfig | None = None, val_data: str | Path | Sources | None = None,
                   resume: bool = True, cache=None, log: Callable[[str], None] = print,
@@ -342,112 +469,51 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
 
     data: a world folder (its ``*_train.csv``; validation from ``*_val.csv`` when present), CSV file(s), or
     :class:`Sources`. val_data: explicit validation data; otherwise ``val_fraction`` of the scene groups.
+    Runs on ``train.threads`` torch threads and restores the caller's setting afterwards.
     """
-    t0 = time.time()
-    tc = train or TrainConfig()
-    torch.set_num_threads(tc.threads)
+    settings = train or TrainConfig()
+    with torch_threads(settings.threads):
+        return _train(backbone, data, Path(out), config, settings, val_data, resume, cache, log, progress)
+
+
+def _train(backbone, data: str | Path | Sources, out: Path, config: GlassesConfig | None, settings: TrainConfig,
+           val_data: str | Path | Sources | None, resume: bool, cache, log: Callable[[str], None],
+           progress: bool) -> TrainResult:
+    started = time.time()
     config = config or GlassesConfig(embed_dim=backbone.embed_dim, num_layers=backbone.num_text_layers)
-    out = Path(out)
-    src, val_src = train_val_sources(data, val_data, val_fraction=tc.val_fraction, fraction=tc.fraction,
-                                     seed=tc.seed)
-    log(f"data: {len(src.captions)} training captions on {len(src.images)} images, "
-        f"{len(val_src.captions)} validation captions ({', '.join(Path(f).name for f in src.files)})")
-    fs = build_features(src, backbone, prompt=config.prompt, cache=cache, progress=progress)
-    vfs = build_features(val_src, backbone, prompt=config.prompt, cache=cache, progress=progress)
-    t_feat = time.time() - t0
-    log(f"features: {t_feat:.1f}s; labels {json.dumps(fs.lab.stats)}")
-
-    g = Glasses(config, backbone)
-    g.frame.set_bank(fs.vocab_feats)
-    scale = float(backbone.logit_scale)
-    runner = _Runner(g, fs, _SlotIndex(fs, config.lens_input), scale, tc.lens_weight, tc.presence_weight)
-    vrunner = _Runner(g, vfs, _SlotIndex(vfs, config.lens_input), scale, tc.lens_weight, tc.presence_weight)
-    batches, vbatches = _Batches(fs), _Batches(vfs)
-    bg = tc.batch_groups or auto_batch_groups(len(batches))
-    key = _run_key(config, tc, backbone.fingerprint, src.files, len(src.captions))
-    partial = Path(str(out) + ".partial")
-    state = None
-    if resume and partial.exists():
-        state = torch.load(partial, weights_only=False)
-        if state.get("key") != key:
-            log(f"ignoring {partial}: it belongs to a run with other settings")
-            state = None
-        else:
-            log(f"resuming from {partial}: stage {(STAGES + ('done',))[state['stage']]}, epoch {state['epoch'] + 2}")
-    history = state["history"] if state else []
-    start_stage = state["stage"] if state else 0
-    rng = np.random.default_rng(tc.seed)
-    torch.manual_seed(tc.seed)
-    if state:
-        g.load_state_dict(state["model"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-
-    for si, stage in enumerate(STAGES):
-        if si < start_stage or tc.epochs[si] <= 0:
+    out.parent.mkdir(parents=True, exist_ok=True)  # the resume file lives beside the checkpoint
+    prepared = _prepare_data(backbone, data, val_data, config, settings, cache, progress, log)
+    key = run_key(asdict(config), asdict(settings), backbone.fingerprint, sorted(prepared.train.files),
+                  len(prepared.train.captions), RESUME_FORMAT)
+    run = _Run(backbone, config, settings, prepared, ResumeFile(Path(str(out) + ".partial"), key), log)
+    torch.manual_seed(settings.seed)
+    state = _saved_state(run.resume, resume, log)
+    if state is not None:
+        run.restore(state)
+    start_stage = state["stage"] if state is not None else 0
+    for index in range(start_stage, len(STAGES)):
+        if settings.epochs[index] <= 0:
             continue
-        params = _stage_params(g, stage)
-        opt = torch.optim.AdamW(params, lr=tc.detector_lr if stage == "detector" else tc.lr,
-                                weight_decay=tc.weight_decay)
-        n_batches = math.ceil(len(batches) / bg)
-        n_epochs = max(tc.epochs[si], math.ceil(tc.min_steps / max(n_batches, 1)))
-        total = n_epochs * n_batches
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total))
-        first_epoch, best, best_loss, bad = 0, None, float("inf"), 0
-        if state and si == state["stage"] and state["opt"] is not None:
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            first_epoch, best, bad, best_loss = state["epoch"] + 1, state["best"], state["bad"], state["best_loss"]
+        interrupted = state is not None and index == state["stage"] and state["opt"] is not None
+        run.train_stage(index, state if interrupted else None)
         state = None
-        for epoch in range(first_epoch, n_epochs):
-            if bad >= tc.patience and epoch * n_batches >= tc.min_steps:
-                break
-            te = time.time()
-            g.train()
-            tl, tn = 0.0, 0
-            for caps, imgs in batches(bg, rng):
-                loss, _ = runner.batch(stage, caps, imgs)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
-                opt.step()
-                sched.step()
-                tl += float(loss.detach()) * len(caps)
-                tn += len(caps)
-            val = _evaluate(vrunner, stage, vbatches, bg, g)
-            improved = val["loss"] < best_loss - 1e-5
-            if improved:
-                best_loss, bad = val["loss"], 0
-                best = {k: v.detach().clone() for k, v in g.state_dict().items()}
-            else:
-                bad += 1
-            entry = {"stage": stage, "epoch": epoch + 1, "train_loss": round(tl / max(tn, 1), 5),
-                     **{f"val_{k}": round(v, 5) for k, v in val.items()}, "seconds": round(time.time() - te, 2),
-                     "best": improved}
-            history.append(entry)
-            torch.save({"key": key, "stage": si, "epoch": epoch, "model": g.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "best": best, "best_loss": best_loss, "bad": bad,
-                        "history": history, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
-                       str(partial) + ".tmp")
-            Path(str(partial) + ".tmp").replace(partial)
-            log(f"{stage:8s} epoch {epoch + 1:2d}/{n_epochs}  train {entry['train_loss']:.4f}  "
-                + "  ".join(f"{k[4:]} {v:.4f}" for k, v in entry.items() if k.startswith("val_"))
-                + f"  {entry['seconds']:.1f}s" + ("  *" if improved else ""))
-        if best is not None:
-            g.load_state_dict(best)
-        # mark the stage done: the next stage starts from its epoch 0 after a restart
-        torch.save({"key": key, "stage": si + 1, "epoch": -1, "model": g.state_dict(), "opt": None, "sched": None,
-                    "best": None, "best_loss": float("inf"), "bad": 0, "history": history,
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, str(partial) + ".tmp")
-        Path(str(partial) + ".tmp").replace(partial)
+    return _finish(run, prepared, out, started)
 
-    g.eval()
-    final = {stage: _evaluate(vrunner, stage, vbatches, bg, g) for stage in ("detector", "joint")}
-    summary = {"data": [str(f) for f in src.files], "val_data": [str(f) for f in val_src.files],
-               "labels": fs.lab.stats, "val_labels": vfs.lab.stats, "train": {**asdict(tc), "batch_groups": bg},
-               "history": history, "final_val": final, "seconds": round(time.time() - t0, 1),
-               "feature_seconds": round(t_feat, 1), "tau0": float(g.frame.tau0.detach()), "logit_scale": scale}
-    g.save(out, training=summary)
-    partial.unlink(missing_ok=True)
-    log(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB) in {summary['seconds']:.0f}s")
-    return TrainResult(g, summary)
+
+def _finish(run: _Run, prepared: _Data, out: Path, started: float) -> TrainResult:
+    """Final validation, summary, checkpoint; removes the resume file."""
+    model = run.model
+    model.eval()
+    final = {stage: _evaluate(run.val_runner, stage, run.val_batches, run.batch_groups, model)
+             for stage in ("detector", "joint")}
+    summary = {"data": [str(f) for f in prepared.train.files], "val_data": [str(f) for f in prepared.val.files],
+               "labels": prepared.features.lab.stats, "val_labels": prepared.val_features.lab.stats,
+               "train": {**asdict(run.settings), "batch_groups": run.batch_groups}, "history": run.history,
+               "final_val": final, "seconds": round(time.time() - started, 1),
+               "feature_seconds": round(prepared.seconds, 1), "tau0": float(model.frame.tau0.detach()),
+               "logit_scale": model.logit_scale,
+               "bad_rows": len(set(prepared.train.bad_rows + prepared.val.bad_rows))}
+    model.save(out, training=summary)
+    run.resume.remove()
+    run.log(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB) in {summary['seconds']:.0f}s")
+    return TrainResult(model, summary)

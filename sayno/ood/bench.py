@@ -29,31 +29,23 @@ from rich.table import Table
 
 import sayno
 from sayno.backbones.base import Backbone
+from sayno.base.prompts import check_distinct_classes, class_prompts, ensemble
+from sayno.clipn.checkpoint import load_clipn
 from sayno.clipn.infer import Clipn
-from sayno.data import DataError, is_image_file, read_class_names, read_image_folder
+from sayno.data import DataError, read_class_names, read_image_folder, report_bad_rows, walk_images
+from sayno.features import FeatureCache, encode_images, encode_texts
+from sayno.ood.clipn_scorers import ClipnATD, ClipnCTW
 from sayno.ood.metrics import accuracy, fpr95_openood, ood_metrics
-from sayno.ood.scorers import MCM, MSP, ClipnATD, ClipnCTW, Energy, MaxLogit, NegLabel, OODScorer
+from sayno.ood.scorers import MCM, MSP, Energy, MaxLogit, NegLabel, OODScorer, class_templates, template_file
 
 FPR_CONVENTION = "ID positive: share of OOD images accepted at the threshold that accepts 95% of ID images"
 BASELINES = ("MSP", "MaxLogit", "Energy", "MCM", "NegLabel")
 
 
-def collect_images(folder: str | os.PathLike) -> list[Path]:
-    """Every image file under ``folder`` (any depth, sorted; hidden files skipped). A missing folder raises."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such image folder")
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(f))
-    return out
-
-
-def _features(backbone: Backbone, paths: Sequence[Path], cache, progress: bool, bad: list) -> tuple[np.ndarray,
-                                                                                                   np.ndarray]:
-    from sayno.features import encode_images
-
+def _features(backbone: Backbone, paths: Sequence[Path], cache: FeatureCache | None, progress: bool,
+              bad: list) -> tuple[np.ndarray, np.ndarray]:
+    """Features (M, D) of the readable images and the (len(paths),) mask of which were readable; the unreadable
+    are added to ``bad``."""
     if not paths:
         return np.zeros((0, backbone.embed_dim), dtype=np.float32), np.zeros(0, dtype=bool)
     res = encode_images(backbone, list(paths), cache=cache, progress=progress)
@@ -62,23 +54,20 @@ def _features(backbone: Backbone, paths: Sequence[Path], cache, progress: bool, 
 
 
 def make_scorers(backbone: Backbone, names: Sequence[str], *, clipn: Mapping[str, Clipn] | None = None,
-                 words: Sequence[str] | None = None, methods: Sequence[str] | None = None, cache=None,
-                 notes: list[str] | None = None) -> list[tuple[str, OODScorer]]:
+                 words: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+                 cache: FeatureCache | None = None, notes: list[str] | None = None) -> list[tuple[str, OODScorer]]:
     """(row name, fitted scorer) for the baselines and, per CLIPN model, CTW and ATD.
 
     Class prompts are encoded once (template-ensembled) and shared by MSP, MaxLogit, Energy and MCM;
     NegLabel uses its own single template; each CLIPN model encodes its two towers once for both rules.
     A method that cannot be fitted for want of data (NegLabel without WordNet) is skipped with a note.
     """
-    from sayno.clipn.infer import check_distinct_classes, class_prompts, ensemble, load_templates
-    from sayno.features import encode_texts
-
     want = None if methods is None else {m.lower() for m in methods}
 
     def wanted(row: str, name: str) -> bool:
         return want is None or row.lower() in want or name.lower() in want
 
-    templates = load_templates()["affirmative"]
+    templates = class_templates()
     check_distinct_classes(backbone.tokenize, list(names), templates)
     rows: list[tuple[str, OODScorer]] = []
     plain = [c for c in (MSP, MaxLogit, Energy, MCM) if wanted(c.name, c.name)]
@@ -104,8 +93,6 @@ def make_scorers(backbone: Backbone, names: Sequence[str], *, clipn: Mapping[str
 
 
 def _load_clipn(clipn, backbone: Backbone) -> dict[str, Clipn]:
-    from sayno.clipn.checkpoint import load_clipn
-
     if clipn is None:
         return {}
     if isinstance(clipn, (str, os.PathLike, Clipn)):
@@ -116,7 +103,7 @@ def _load_clipn(clipn, backbone: Backbone) -> dict[str, Clipn]:
 def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathLike, id_dir: str | os.PathLike,
                  ood_dirs: Mapping[str, str | os.PathLike], *, clipn=None,
                  shifted_id: Mapping[str, str | os.PathLike] | None = None, words: Sequence[str] | None = None,
-                 methods: Sequence[str] | None = None, cache=None, progress: bool = True,
+                 methods: Sequence[str] | None = None, cache: FeatureCache | None = None, progress: bool = True,
                  plots: str | os.PathLike | None = None, openood_fpr: bool = False,
                  console: Console | None = None) -> dict:
     """Run every method; returns the JSON-ready result (``task`` = ``"ood"``), writes PNGs into ``plots``.
@@ -132,7 +119,7 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
     y_id = id_data.labels[ok]
     ood_feats, ood_info = {}, {}
     for set_name, d in ood_dirs.items():
-        paths = collect_images(d)
+        paths = walk_images(d)
         ood_feats[set_name], _ = _features(backbone, paths, cache, progress, bad)
         ood_info[set_name] = {"path": str(d), "n": len(ood_feats[set_name])}
     shifted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -188,16 +175,12 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
         result["plots"] = save_plots(scores_for_plots, plots)
     result["seconds"] = round(time.time() - t_start, 2)
     if console is not None and bad:
-        from sayno.data import report_bad_rows
-
         report_bad_rows(bad, console)
     return result
 
 
 def _templates_info() -> dict:
-    from sayno.clipn.infer import load_templates
-
-    t = load_templates()
+    t = template_file()
     return {"name": t["name"], "version": t["version"], "affirmative": t["affirmative"]}
 
 
@@ -250,10 +233,7 @@ def _add_means(rows: dict[str, dict], labels: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------- plots
 def save_plots(scores: Mapping[str, Mapping[str, np.ndarray]], folder: str | os.PathLike) -> list[str]:
     """ROC curves (one PNG per OOD set, every method) and score histograms (one PNG per method)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # plot-only heavy dependencies (no pyplot: no global backend change)
     from sklearn.metrics import roc_curve
 
     folder = Path(folder)
@@ -261,7 +241,8 @@ def save_plots(scores: Mapping[str, Mapping[str, np.ndarray]], folder: str | os.
     written = []
     sets = sorted({k for s in scores.values() for k in s if k != "ID"})
     for set_name in sets:
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig = Figure(figsize=(5, 5))
+        ax = fig.subplots()
         for method, s in scores.items():
             if set_name not in s:
                 continue
@@ -274,10 +255,10 @@ def save_plots(scores: Mapping[str, Mapping[str, np.ndarray]], folder: str | os.
         ax.legend(fontsize=7, loc="lower right")
         p = folder / f"roc_{_safe(set_name)}.png"
         fig.savefig(p, dpi=90, bbox_inches="tight")
-        plt.close(fig)
         written.append(str(p))
     for method, s in scores.items():
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         lo = min(float(v.min()) for v in s.values())
         hi = max(float(v.max()) for v in s.values())
         if hi - lo < 1e-9 * max(1.0, abs(lo)):  # identical scores: one visible bar
@@ -289,7 +270,6 @@ def save_plots(scores: Mapping[str, Mapping[str, np.ndarray]], folder: str | os.
         ax.legend(fontsize=7)
         p = folder / f"hist_{_safe(method)}.png"
         fig.savefig(p, dpi=90, bbox_inches="tight")
-        plt.close(fig)
         written.append(str(p))
     return written
 
@@ -300,8 +280,8 @@ def _safe(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- the world
 def world_ood_benchmark(backbone: Backbone, folder: str | os.PathLike, *, noto_folder: str | os.PathLike | None = None,
-                        clipn=None, cache=None, progress: bool = True, plots: str | os.PathLike | None = None,
-                        words: Sequence[str] | None = None) -> dict:
+                        clipn=None, cache: FeatureCache | None = None, progress: bool = True,
+                        plots: str | os.PathLike | None = None, words: Sequence[str] | None = None) -> dict:
     """The emoji world's OOD benchmark: ID = ``ood/id`` (50 classes), OOD = ``ood_seen`` (concepts the
     embedded CLIP saw) and ``ood_unseen`` (never seen); ``noto_folder``'s ``ood/id`` as covariate-shifted ID."""
     w = Path(folder) / "ood"

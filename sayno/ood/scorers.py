@@ -1,4 +1,5 @@
-"""Zero-shot OOD scorers over cached CLIP features: MSP, MaxLogit, Energy, MCM, NegLabel, CLIPN-CTW/ATD.
+"""Zero-shot OOD scorers over cached CLIP features: MSP, MaxLogit, Energy, MCM, NegLabel (CLIPN-CTW/ATD, which
+need a trained CLIPN, are in :mod:`sayno.ood.clipn_scorers`).
 
 Direction, declared once: every ``score_samples`` is **higher = more in-distribution** (``higher_is_id``),
 the convention of :mod:`sayno.ood.metrics`.
@@ -7,14 +8,14 @@ Scikit-learn shape: ``__init__`` stores keyword-only parameters; ``fit(classes)`
 scorer encodes them through its backbone, template-ensembled and cached) or a (C, D) array of class text
 features, and sets attributes ending in ``_``; ``score_samples(X)`` (N,) from normalised image features
 (N, D); ``decision_function(X)`` positive = ID; ``predict(X)`` the ID class or -1 for OOD;
-``predict_class(X)`` the ID class ignoring OOD (ID accuracy). CLIPN has its own decision rule; the others
+``predict_class(X)`` the ID class ignoring OOD (ID accuracy). CLIPN has its own decision rule; these
 decide only once given a ``threshold`` or :meth:`OODScorer.calibrate`\\ d on ID images (95% accepted).
 
 The maths lives in pure numpy functions (``msp``, ``max_logit``, ``energy``, ``mcm``, ``neglabel``,
 ``mine_negative_labels``); the classes only fit and validate. Degenerate inputs: zero images give empty
 outputs; one class gives MSP = MCM = 1 for every image (no information: AUROC 0.5); identical scores are
 ties (see :mod:`sayno.ood.metrics`); class names with identical tokens raise
-:class:`~sayno.clipn.infer.DuplicateClassError`.
+:class:`~sayno.base.prompts.DuplicateClassError`. Bad arguments raise :class:`~sayno.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -25,33 +26,31 @@ from typing import ClassVar
 
 import numpy as np
 
-from sayno.clipn.infer import (
-    ClassTexts,
-    Clipn,
+from sayno.backbones.base import Backbone
+from sayno.base.prompts import (
     DuplicateClassError,
-    atd,
     check_distinct_classes,
     class_prompts,
-    clipn_probs,
-    ctw,
     ensemble,
     load_templates,
     softmax,
 )
-from sayno.errors import SaynoError
+from sayno.errors import InputError, SaynoError
+from sayno.features import FeatureCache, encode_texts
+from sayno.ood.wordlist import candidates, wordnet_words
+
+TEMPLATES = "clipn_templates"  # the class templates every scorer ensembles (sayno/templates/clipn_templates.json)
 
 __all__ = [
     "MCM",
     "MSP",
-    "SCORERS",
-    "ClipnATD",
-    "ClipnCTW",
     "DuplicateClassError",
     "Energy",
     "MaxLogit",
     "NegLabel",
     "NotFittedError",
     "OODScorer",
+    "class_templates",
     "energy",
     "logsumexp",
     "max_logit",
@@ -59,11 +58,22 @@ __all__ = [
     "mine_negative_labels",
     "msp",
     "neglabel",
+    "template_file",
 ]
 
 
 class NotFittedError(SaynoError, ValueError):
     """A scorer used before ``fit`` (or ``decision_function`` without a threshold)."""
+
+
+def template_file() -> dict:
+    """The versioned template file of the class prompts (its ``name`` and ``version`` go into results)."""
+    return load_templates(TEMPLATES, required=("name", "version", "affirmative"))
+
+
+def class_templates() -> list[str]:
+    """The prompt templates of the class names (``affirmative`` of :func:`template_file`)."""
+    return list(template_file()["affirmative"])
 
 
 # ------------------------------------------------------------------------------------------ pure maths
@@ -101,7 +111,7 @@ def mine_negative_labels(word_features: np.ndarray, class_features: np.ndarray, 
     one. Ties keep the earlier word.
     """
     if len(word_features) == 0:
-        raise ValueError("no candidate words to mine negative labels from")
+        raise InputError("no candidate words to mine negative labels from")
     sim = np.quantile(word_features @ class_features.T, quantile, axis=1)
     k = max(1, round(ratio * len(word_features)))
     return np.argsort(sim, kind="stable")[:k]
@@ -128,18 +138,20 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.where(n == 0, 1.0, n)
 
 
-def _as_features(X, dim: int | None, what: str = "image features") -> np.ndarray:
+def as_features(X, dim: int | None, what: str = "image features") -> np.ndarray:
+    """``X`` as normalised float64 (N, D) features; ``dim``: the D it must have (None: any)."""
     a = np.asarray(X, dtype=np.float64)
     if a.ndim != 2:
-        raise ValueError(f"{what} must be (N, D), got shape {a.shape}")
+        raise InputError(f"{what} must be (N, D), got shape {a.shape}")
     if dim is not None and a.shape[1] != dim:
-        raise ValueError(f"{what} have dimension {a.shape[1]}, the classes {dim}")
+        raise InputError(f"{what} have dimension {a.shape[1]}, the classes {dim}")
     if not np.isfinite(a).all():
-        raise ValueError(f"{what} contain NaN or infinite values (drop unreadable images first)")
+        raise InputError(f"{what} contain NaN or infinite values (drop unreadable images first)")
     return _normalise(a)
 
 
-def _is_names(classes) -> bool:
+def is_class_names(classes) -> bool:
+    """Whether ``classes`` is a list or tuple of class names (not features)."""
     return isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes)
 
 
@@ -151,8 +163,8 @@ class OODScorer:
     has_rule: ClassVar[bool] = False  # whether the method decides ID/OOD without a threshold
     uses_logit_scale: ClassVar[bool] = True
 
-    def __init__(self, *, backbone=None, templates: Sequence[str] | None = None, logit_scale: float | None = None,
-                 threshold: float | None = None, cache=None):
+    def __init__(self, *, backbone: Backbone | None = None, templates: Sequence[str] | None = None,
+                 logit_scale: float | None = None, threshold: float | None = None, cache: FeatureCache | None = None):
         self.backbone = backbone
         self.templates = templates
         self.logit_scale = logit_scale
@@ -164,26 +176,24 @@ class OODScorer:
 
     # ------------------------------------------------------------------ fitting
     def _templates(self) -> list[str]:
-        return list(self.templates) if self.templates is not None else list(load_templates()["affirmative"])
+        return list(self.templates) if self.templates is not None else class_templates()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        from sayno.features import encode_texts
-
         if self.backbone is None:
-            raise ValueError(f"{self.name}: fitting on class names needs a backbone (or pass class features)")
+            raise InputError(f"{self.name}: fitting on class names needs a backbone (or pass class features)")
         return encode_texts(self.backbone, texts, cache=self.cache, progress=False)
 
     def _class_features(self, classes) -> tuple[np.ndarray, list[str] | None]:
-        if _is_names(classes):
+        if is_class_names(classes):
             names = list(classes)
             templates = self._templates()
             if self.backbone is None:
-                raise ValueError(f"{self.name}: fitting on class names needs a backbone (or pass class features)")
+                raise InputError(f"{self.name}: fitting on class names needs a backbone (or pass class features)")
             check_distinct_classes(self.backbone.tokenize, names, templates)
             return ensemble(self._encode(class_prompts(names, templates)), len(names)), names
-        feats = _as_features(classes, None, "class features")
+        feats = as_features(classes, None, "class features")
         if len(feats) == 0:
-            raise ValueError("no classes")
+            raise InputError("no classes")
         _, first = np.unique(feats, axis=0, return_index=True)
         if len(first) < len(feats):
             dup = sorted(set(range(len(feats))) - set(first.tolist()))
@@ -198,7 +208,7 @@ class OODScorer:
         elif self.backbone is not None:
             self.logit_scale_ = float(self.backbone.logit_scale)
         elif self.uses_logit_scale:
-            raise ValueError(f"{self.name}: give logit_scale= when fitting on features without a backbone")
+            raise InputError(f"{self.name}: give logit_scale= when fitting on features without a backbone")
         else:
             self.logit_scale_ = None
         self.threshold_ = self.threshold
@@ -211,7 +221,7 @@ class OODScorer:
     def _check(self, X) -> np.ndarray:
         if not hasattr(self, "class_features_"):
             raise NotFittedError(f"{self.name} is not fitted: call fit(class names or features) first")
-        return _as_features(X, self.class_features_.shape[1])
+        return as_features(X, self.class_features_.shape[1])
 
     def cosine(self, X) -> np.ndarray:
         """(N, C) cosine similarities of images to the ID classes."""
@@ -249,7 +259,7 @@ class OODScorer:
         """Set ``threshold_`` so that ``tpr`` of these ID images are accepted (score >= threshold)."""
         s = np.sort(self.score_samples(id_features))
         if s.size == 0:
-            raise ValueError("calibrate needs at least one ID image")
+            raise InputError("calibrate needs at least one ID image")
         k = int(np.floor((1.0 - tpr) * s.size + 1e-9))
         self.threshold_ = float(s[min(k, s.size - 1)])
         return self
@@ -326,17 +336,15 @@ class NegLabel(OODScorer):
         return [self.template] if self.templates is None else list(self.templates)
 
     def _fit_more(self) -> None:
-        from sayno.ood.wordlist import candidates, wordnet_words
-
         self.negative_labels_ = None
         if self.tau is not None:
             self.scale_ = 1.0 / self.tau
         elif self.logit_scale_ is not None:
             self.scale_ = self.logit_scale_
         else:
-            raise ValueError("NegLabel with tau=None needs logit_scale= or a backbone")
+            raise InputError("NegLabel with tau=None needs logit_scale= or a backbone")
         if self.negative_features is not None:
-            neg = _as_features(self.negative_features, self.class_features_.shape[1], "negative features")
+            neg = as_features(self.negative_features, self.class_features_.shape[1], "negative features")
         else:
             words = list(self.words) if self.words is not None else wordnet_words()
             words = candidates(words, self.classes_ or [])
@@ -347,7 +355,7 @@ class NegLabel(OODScorer):
             self.negative_labels_ = [words[i] for i in idx]
             neg = wf[idx]
         if len(neg) == 0:
-            raise ValueError("NegLabel needs at least one negative label")
+            raise InputError("NegLabel needs at least one negative label")
         self.negative_features_ = neg
         perm = np.random.default_rng(self.random_state).permutation(len(neg))
         self.groups_ = [g for g in np.array_split(perm, min(self.n_groups, len(neg))) if len(g)]
@@ -355,73 +363,3 @@ class NegLabel(OODScorer):
     def _score_features(self, x):
         return neglabel(x @ self.class_features_.T, x @ self.negative_features_.T, self.scale_, self.groups_)
 
-
-class _ClipnScorer(OODScorer):
-    """CLIPN: ``fit`` takes class names (encoded through ``clipn``'s two towers) or a
-    :class:`~sayno.clipn.infer.ClassTexts` / ``(yes, no)`` pair of (C, D) arrays."""
-
-    has_rule = True
-    rule: ClassVar[str] = "atd"
-
-    def __init__(self, *, clipn: Clipn | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.clipn = clipn
-
-    def fit(self, classes, y=None) -> _ClipnScorer:
-        if _is_names(classes):
-            if self.clipn is None:
-                raise ValueError(f"{self.name}: fitting on class names needs clipn= (a loaded CLIPN)")
-            texts = self.clipn.class_texts(classes)
-        elif isinstance(classes, ClassTexts):
-            texts = classes
-        else:
-            yes, no, *rest = classes
-            yes, no = _as_features(yes, None, "class features"), _as_features(no, None, "'no' class features")
-            if yes.shape != no.shape or len(yes) == 0:
-                raise ValueError(f"yes and no class features must have the same (C, D) shape, got {yes.shape} "
-                                 f"and {no.shape}")
-            texts = ClassTexts([str(i) for i in range(len(yes))], yes, no, float(rest[0]) if rest else 0.0)
-        self.texts_ = texts
-        self.class_features_ = np.asarray(texts.yes, dtype=np.float64)
-        self.no_features_ = np.asarray(texts.no, dtype=np.float64)
-        self.classes_ = list(texts.names) if _is_names(classes) or isinstance(classes, ClassTexts) else None
-        if self.logit_scale is not None:
-            self.logit_scale_ = float(self.logit_scale)
-        elif self.clipn is not None:
-            self.logit_scale_ = self.clipn.logit_scale
-        else:
-            raise ValueError(f"{self.name}: give logit_scale= when fitting on features without clipn=")
-        self.threshold_ = self.threshold
-        return self
-
-    def _decision(self, X):
-        x = self._check(X)
-        p, p_yes = clipn_probs(x, self.class_features_, self.no_features_, self.logit_scale_, self.texts_.bias)
-        return (atd if self.rule == "atd" else ctw)(p, p_yes)
-
-    def score_samples(self, X) -> np.ndarray:
-        x = self._check(X)
-        return np.zeros(0) if x.shape[0] == 0 else self._decision(x).score
-
-    def decision_function(self, X) -> np.ndarray:
-        """CLIPN's own rule (positive = ID), or ``score - threshold_`` when a threshold was set."""
-        if getattr(self, "threshold_", None) is not None:
-            return self.score_samples(X) - self.threshold_
-        return self._decision(X).margin
-
-
-class ClipnCTW(_ClipnScorer):
-    """CLIPN competing-to-win: OOD iff the best class's ``p_no > 0.5``; score ``p_yes`` of that class."""
-
-    name = "CLIPN-CTW"
-    rule = "ctw"
-
-
-class ClipnATD(_ClipnScorer):
-    """CLIPN agreeing-to-differ: OOD iff ``sum_j p_no_j p_j > max_j p_yes_j p_j``; score ``1 - p_ood``."""
-
-    name = "CLIPN-ATD"
-    rule = "atd"
-
-
-SCORERS: dict[str, type[OODScorer]] = {c.name: c for c in (MSP, MaxLogit, Energy, MCM, NegLabel, ClipnCTW, ClipnATD)}

@@ -5,18 +5,20 @@
     >>> Searcher("photos.index").search("a beach with no people", k=20)
 
 ``build`` (scan, incremental encode, many processes under torchrun), ``store`` (versioned on-disk index with
-atomic switches), ``query`` (routing between plain CLIP and CLIPGlasses). docs/SEARCH.md has the design.
+atomic switches), ``query`` (routing between plain CLIP and CLIPGlasses), ``cli`` (``sayno index build``,
+``sayno search``). docs/SEARCH.md has the design.
 """
 
 from sayno.search.build import BuildReport, IndexConfig, build_index, scan_folder
 from sayno.search.query import MAX_K, MAX_QUERY_CHARS, Hit, Searcher, SearchResult, validate_query
-from sayno.search.store import IndexData, IndexMismatch, SearchError, read_index
+from sayno.search.store import IndexBackboneMismatch, IndexData, IndexMismatch, SearchError, read_index
 
 __all__ = [
     "MAX_K",
     "MAX_QUERY_CHARS",
     "BuildReport",
     "Hit",
+    "IndexBackboneMismatch",
     "IndexConfig",
     "IndexData",
     "IndexMismatch",

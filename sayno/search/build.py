@@ -7,6 +7,8 @@ Data flows one way: files -> (sha1, pixels) -> backbone image features -> faiss 
   touched file) reuses that vector; anything else is decoded and encoded. Files that disappeared are dropped.
 - **Streamed.** Files are decoded and encoded one batch at a time (a torch DataLoader with ``num_workers``
   decoding processes); memory holds one batch of pixels plus the features (4*D bytes per image).
+- **Folder walking** is :func:`sayno.data.walk_images` (its extensions; hidden files and folders skipped;
+  symlinks followed, each real folder once).
 - **Unreadable files** (corrupt, truncated, not an image, no permission) are reported with their paths and
   left out; the next build tries them again.
 - **Many processes.** Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank scans the folder, encodes every
@@ -16,6 +18,7 @@ Data flows one way: files -> (sha1, pixels) -> backbone image features -> faiss 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -23,8 +26,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,10 +36,19 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sayno.backbones import load
+from sayno.base.shipped import shipped_weights
+from sayno.checkpoint import Envelope, atomic_path, read_header
 from sayno.data.errors import BadRow
-from sayno.data.images import to_rgb
+from sayno.data.images import IMAGE_EXTENSIONS, to_rgb, walk_images
+from sayno.glasses.checkpoint import FORMAT as GLASSES_FORMAT
+from sayno.runtime import torch_threads
 from sayno.search.store import (
+    FORMAT,
+    FORMAT_VERSION,
     FileTable,
+    IndexBackboneMismatch,
+    IndexData,
     IndexMismatch,
     SearchError,
     is_index,
@@ -46,10 +57,6 @@ from sayno.search.store import (
     writer_lock,
 )
 
-INDEX_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-SHIPPED_GLASSES = WEIGHTS / "glasses-embedded.safetensors"
-SHIPPED_CLIPN = WEIGHTS / "clipn-embedded.safetensors"
 
 
 @dataclass
@@ -92,57 +99,61 @@ class BuildReport:
 
 # ------------------------------------------------------------------------------------------ identities
 def resolve_glasses(glasses: str | os.PathLike | None, model: str) -> Path | None:
-    """``"auto"``: the shipped checkpoint for ``embedded``, else None; ``"none"``/None: None; else the path."""
+    """``"auto"``: the shipped checkpoint for ``model`` (``embedded`` only), else None; ``"none"``/None: None;
+    else the path."""
     if glasses is None or str(glasses).lower() == "none":
         return None
     if str(glasses) == "auto":
-        return SHIPPED_GLASSES if model == "embedded" and SHIPPED_GLASSES.is_file() else None
-    p = Path(glasses).expanduser()
-    if not p.is_file():
-        raise SearchError(f"{p}: no such Glasses checkpoint")
-    return p.resolve()
+        return shipped_weights("glasses", model)
+    path = Path(glasses).expanduser()
+    if not path.is_file():
+        raise SearchError(f"{path}: no such Glasses checkpoint")
+    return path.resolve()
 
 
 def file_sha1(path: str | os.PathLike) -> str:
-    h = hashlib.sha1()
+    """Hex sha1 of a file's bytes."""
+    digest = hashlib.sha1()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def glasses_identity(path: Path | None, backbone) -> dict | None:
-    """``{"path", "sha1"}`` of a Glasses checkpoint, after checking it was trained on ``backbone``."""
+    """``{"path", "sha1"}`` of a Glasses checkpoint, after checking (from its header) that it is one and was
+    trained on ``backbone`` (:class:`sayno.errors.BackboneMismatch` otherwise)."""
     if path is None:
         return None
-    from sayno.glasses.model import read_metadata
-
-    meta = read_metadata(path)
-    fp = meta.get("sayno.backbone_fingerprint")
-    if fp != backbone.fingerprint:
-        raise IndexMismatch(f"{path} was trained on backbone {meta.get('sayno.backbone_spec')!r} (fingerprint "
-                            f"{fp}), not on {backbone.spec!r} ({backbone.fingerprint})")
+    envelope = read_header(path)
+    if envelope.format != GLASSES_FORMAT:
+        raise SearchError(f"{path}: not a Glasses checkpoint (format {envelope.format!r})")
+    envelope.check_backbone(backbone.fingerprint, backbone.spec, str(path))
     return {"path": str(path), "sha1": file_sha1(path)}
 
 
-def check_compatible(meta: dict, fingerprint: str, glasses: dict | None, what: str) -> None:
-    """Raise :class:`IndexMismatch` when an index's backbone or Glasses checkpoint is not the given one."""
-    if meta.get("fingerprint") != fingerprint:
-        raise IndexMismatch(f"{what} was built with backbone {meta.get('model')!r} (fingerprint "
-                            f"{meta.get('fingerprint')}), not the given one (fingerprint {fingerprint}): "
-                            "use the index's model, or rebuild the index")
-    have = (meta.get("glasses") or {}).get("sha1")
+def check_compatible(index: IndexData, fingerprint: str, glasses: dict | None, what: str) -> None:
+    """Raise :class:`IndexMismatch` when ``index`` was built with another backbone (then an
+    :class:`IndexBackboneMismatch`) or another Glasses checkpoint than the given ones."""
+    if index.fingerprint != fingerprint:
+        raise IndexBackboneMismatch(
+            f"{what} was built with backbone {index.model!r} (fingerprint {index.fingerprint}), not the given "
+            f"one (fingerprint {fingerprint}): use the index's model, or rebuild the index")
+    have = (index.glasses or {}).get("sha1")
     want = (glasses or {}).get("sha1")
     if have != want:
-        def name(g: dict | None) -> str:
-            return f"{g['path']} (sha1 {g['sha1'][:12]})" if g else "no Glasses"
-        raise IndexMismatch(f"{what} was built with {name(meta.get('glasses'))}, not {name(glasses)}: use the "
-                            "index's checkpoint, or rebuild the index")
+        raise IndexMismatch(f"{what} was built with {_glasses_name(index.glasses)}, not {_glasses_name(glasses)}: "
+                            "use the index's checkpoint, or rebuild the index")
+
+
+def _glasses_name(identity: dict | None) -> str:
+    return f"{identity['path']} (sha1 {identity['sha1'][:12]})" if identity else "no Glasses"
 
 
 # ------------------------------------------------------------------------------------------ scanning
 def scan_folder(folder: str | os.PathLike) -> tuple[list[tuple[str, int, int]], list[BadRow]]:
-    """Image files under ``folder`` (any depth; hidden files and folders skipped), sorted by path.
+    """Image files under ``folder`` (:func:`sayno.data.walk_images`: any depth, hidden files and folders
+    skipped, symlinks followed), sorted by path.
 
     Returns ``(relative posix path, size, mtime_ns)`` rows and the files that could not even be stat'ed.
     """
@@ -150,18 +161,13 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[tuple[str, int, int]], 
     if not root.is_dir():
         raise SearchError(f"{root}: no such image folder")
     rows, bad = [], []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith(".") or Path(name).suffix.lower() not in INDEX_EXTENSIONS:
-                continue
-            p = Path(dirpath) / name
-            try:
-                st = p.stat()
-            except OSError as e:
-                bad.append(BadRow(str(p), None, f"cannot read file ({e.strerror or type(e).__name__})"))
-                continue
-            rows.append((p.relative_to(root).as_posix(), int(st.st_size), int(st.st_mtime_ns)))
+    for path in walk_images(root):
+        try:
+            st = path.stat()
+        except OSError as e:
+            bad.append(BadRow(str(path), None, f"cannot read file ({e.strerror or type(e).__name__})"))
+            continue
+        rows.append((path.relative_to(root).as_posix(), int(st.st_size), int(st.st_mtime_ns)))
     rows.sort()
     return rows, bad
 
@@ -200,9 +206,9 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-def _progress(enabled: bool) -> Progress | nullcontext:
+def _progress(enabled: bool) -> Progress | contextlib.nullcontext:
     if not enabled:
-        return nullcontext()
+        return contextlib.nullcontext()
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=Console(stderr=True), transient=False)
 
@@ -283,11 +289,10 @@ def _barrier(world: int) -> None:
 
 def _save_part(path: Path, part: _Part, dim: int) -> None:
     vec = np.stack(part.vectors) if part.vectors else np.zeros((0, dim), np.float32)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, job=np.asarray(part.job, np.int64), sha1=np.asarray(part.sha1, dtype="<U40"),
-             reuse=np.asarray(part.reuse, dtype="<U40"), vectors=vec.astype(np.float32),
-             bad=np.asarray(json.dumps(part.bad)))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, job=np.asarray(part.job, np.int64), sha1=np.asarray(part.sha1, dtype="<U40"),
+                 reuse=np.asarray(part.reuse, dtype="<U40"), vectors=vec.astype(np.float32),
+                 bad=np.asarray(json.dumps(part.bad)))
 
 
 def _load_part(path: Path) -> _Part:
@@ -299,66 +304,45 @@ def _load_part(path: Path) -> _Part:
 
 # ------------------------------------------------------------------------------------------ the build
 def build_index(folder: str | os.PathLike, out: str | os.PathLike, config: IndexConfig | None = None, *,
-                backbone=None, progress: bool = True) -> BuildReport:
-    """Index (or update the index of) every jpg/png/webp under ``folder`` into ``out``.
+                backbone=None, progress: bool = True, threads: int | None = None) -> BuildReport:
+    """Index (or update the index of) every image under ``folder`` into ``out``.
 
-    ``backbone``: an already loaded backbone (else ``config.model`` is loaded). Raises :class:`SearchError`
-    for a missing folder or one without images, :class:`IndexMismatch` when ``out`` holds an index of another
-    backbone, Glasses checkpoint or folder (unless ``config.rebuild``).
+    ``backbone``: an already loaded backbone (else ``config.model`` is loaded). ``threads``: torch threads
+    while building (restored afterwards; None: leave the setting alone). Raises :class:`SearchError` for a
+    missing folder or one without images, :class:`IndexMismatch` when ``out`` holds an index of another
+    backbone (an :class:`IndexBackboneMismatch`), Glasses checkpoint or folder (unless ``config.rebuild``).
     """
-    cfg = config or IndexConfig()
-    t0 = time.perf_counter()
-    folder, out = Path(folder).resolve(), Path(out).resolve()
-    rank, world, own_group = _dist_info(cfg.device)
-    device = cfg.device
-    if world > 1 and device == "cuda" and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-    if backbone is None:
-        from sayno.backbones import load
+    with torch_threads(threads):
+        return _build(Path(folder).resolve(), Path(out).resolve(), config or IndexConfig(), backbone, progress)
 
-        backbone = load(cfg.model, device=device, precision=cfg.precision)
+
+def _build(folder: Path, out: Path, cfg: IndexConfig, backbone, progress: bool) -> BuildReport:
+    t0 = time.perf_counter()
+    rank, world, own_group = _dist_info(cfg.device)
+    if backbone is None:
+        backbone = load(cfg.model, device=_rank_device(cfg.device, world), precision=cfg.precision)
     glasses = glasses_identity(resolve_glasses(cfg.glasses, cfg.model), backbone)
 
     rows, bad = scan_folder(folder)
     if not rows and not bad:
-        raise SearchError(f"{folder}: no images (jpg, png, webp) in this folder or below it")
+        kinds = ", ".join(sorted(ext[1:] for ext in IMAGE_EXTENSIONS))
+        raise SearchError(f"{folder}: no images ({kinds}) in this folder or below it")
     old = _previous(out, folder, backbone.fingerprint, glasses, cfg.rebuild)
-    old_pos = {p: i for i, p in enumerate(old.files.path.tolist())} if old is not None else {}
-    keep: dict[int, int] = {}  # row in `rows` -> row in the old index (unchanged stat)
-    todo: list[int] = []
-    for i, (p, size, mtime) in enumerate(rows):
-        j = old_pos.get(p)
-        if j is not None and old.files.size[j] == size and old.files.mtime_ns[j] == mtime:
-            keep[i] = j
-        else:
-            todo.append(i)
-    known_ids: dict[str, int] = {}
-    if old is not None:
-        for j, h in enumerate(old.files.sha1.tolist()):
-            known_ids.setdefault(h, j)
+    keep, todo, known_ids = _plan(rows, old)
     files = [folder / r[0] for r in rows]
-    mine = todo[rank::world]
-    part = _encode_jobs(backbone, files, mine, frozenset(known_ids), cfg, progress and rank == 0)
-
-    if world > 1:
-        run = _broadcast(uuid.uuid4().hex[:12], world)
-        parts_dir = out / f".parts-{run}"
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        _save_part(parts_dir / f"rank-{rank}.npz", part, backbone.embed_dim)
-        _barrier(world)
-        if rank == 0:
-            parts = [_load_part(parts_dir / f"rank-{r}.npz") for r in range(world)]
-    else:
-        parts = [part]
+    part = _encode_jobs(backbone, files, todo[rank::world], frozenset(known_ids), cfg, progress and rank == 0)
 
     report = BuildReport(out, "", folder, 0, 0, 0, 0, bad, 0.0, world)
-    if rank == 0:
-        try:
-            report = _merge(out, folder, rows, keep, old, known_ids, parts, bad, backbone, glasses, cfg, world)
-        finally:
-            if world > 1:
-                shutil.rmtree(parts_dir, ignore_errors=True)
-    if world > 1:
+    if world == 1:
+        report = _merge(out, folder, rows, keep, old, known_ids, [part], bad, backbone, glasses, cfg, world)
+    else:
+        with _shared_parts(out, rank, world) as parts_dir:
+            _save_part(parts_dir / f"rank-{rank}.npz", part, backbone.embed_dim)
+            _barrier(world)
+            if rank == 0:
+                parts = [_load_part(parts_dir / f"rank-{r}.npz") for r in range(world)]
+                report = _merge(out, folder, rows, keep, old, known_ids, parts, bad, backbone, glasses, cfg,
+                                world)
         report = _broadcast(report, world)
         if own_group:
             import torch.distributed as dist
@@ -368,17 +352,60 @@ def build_index(folder: str | os.PathLike, out: str | os.PathLike, config: Index
     return report
 
 
-def _previous(out: Path, folder: Path, fingerprint: str, glasses: dict | None, rebuild: bool):
+def _rank_device(device: str, world: int) -> str:
+    """Under torchrun, ``cuda`` means this rank's GPU (``cuda:LOCAL_RANK``)."""
+    if world > 1 and device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
+
+
+@contextlib.contextmanager
+def _shared_parts(out: Path, rank: int, world: int) -> Iterator[Path]:
+    """``INDEX/.parts-<run>/`` (one name for all ranks), removed by rank 0 when the block ends."""
+    run = _broadcast(uuid.uuid4().hex[:12], world)
+    parts_dir = out / f".parts-{run}"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield parts_dir
+    finally:
+        if rank == 0:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+
+
+def _plan(rows: list[tuple[str, int, int]], old: IndexData | None
+          ) -> tuple[dict[int, int], list[int], dict[str, int]]:
+    """What to do with each scanned row: ``keep`` (row -> old row, unchanged stat), ``todo`` (rows to read)
+    and ``known_ids`` (sha1 of an old content -> its first old row, for reuse)."""
+    if old is None:
+        return {}, list(range(len(rows))), {}
+    old_pos = {p: i for i, p in enumerate(old.files.path.tolist())}
+    keep: dict[int, int] = {}
+    todo: list[int] = []
+    for i, (path, size, mtime) in enumerate(rows):
+        j = old_pos.get(path)
+        if j is not None and old.files.size[j] == size and old.files.mtime_ns[j] == mtime:
+            keep[i] = j
+        else:
+            todo.append(i)
+    known_ids: dict[str, int] = {}
+    for j, sha in enumerate(old.files.sha1.tolist()):
+        known_ids.setdefault(sha, j)
+    return keep, todo, known_ids
+
+
+def _previous(out: Path, folder: Path, fingerprint: str, glasses: dict | None, rebuild: bool
+              ) -> IndexData | None:
+    """The live version of ``out`` to update (None: start over), after checking it fits."""
     if not is_index(out) or rebuild:
         return None
     old = read_index(out)
-    check_compatible(old.meta, fingerprint, glasses, str(out))
-    if Path(old.meta["root"]) != folder:
-        raise IndexMismatch(f"{out} indexes {old.meta['root']}, not {folder}: use another --out, or --rebuild")
+    check_compatible(old, fingerprint, glasses, str(out))
+    if old.root != folder:
+        raise IndexMismatch(f"{out} indexes {old.root}, not {folder}: use another --out, or --rebuild")
     return old
 
 
-def _merge(out: Path, folder: Path, rows, keep: dict[int, int], old, known_ids: dict[str, int],
+def _merge(out: Path, folder: Path, rows, keep: dict[int, int], old: IndexData | None, known_ids: dict[str, int],
            parts: list[_Part], bad: list[BadRow], backbone, glasses: dict | None, cfg: IndexConfig,
            world: int) -> BuildReport:
     """Rank 0: put kept, reused and new vectors in path order and write one new version."""
@@ -417,13 +444,14 @@ def _merge(out: Path, folder: Path, rows, keep: dict[int, int], old, known_ids: 
             feats[r] = new_vec[i]
     table = FileTable.from_rows([(rows[i][0], rows[i][1], rows[i][2], sha[i]) for i in keep_rows])
     removed = len(set(old.files.path.tolist()) - {rows[i][0] for i in keep_rows}) if old is not None else 0
-    meta = {"model": backbone.spec, "fingerprint": backbone.fingerprint, "embed_dim": dim,
-            "logit_scale": float(backbone.logit_scale), "glasses": glasses, "root": str(folder),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
-            "build": {"encoded": encoded, "reused": int(len(keep_rows) - encoded), "removed": removed,
-                      "processes": world},
-            "bad": [{"path": b.file, "reason": b.reason} for b in bad]}
+    envelope = Envelope(
+        FORMAT, FORMAT_VERSION, backbone.fingerprint, backbone.spec, asdict(cfg),
+        {"embed_dim": dim, "logit_scale": float(backbone.logit_scale), "glasses": glasses, "root": str(folder),
+         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+         "build": {"encoded": encoded, "reused": int(len(keep_rows) - encoded), "removed": removed,
+                   "processes": world},
+         "bad": [{"path": b.file, "reason": b.reason} for b in bad]})
     with writer_lock(out):
-        version = write_version(out, feats, table, meta)
+        version = write_version(out, feats, table, envelope)
     return BuildReport(out, version, folder, len(keep_rows), encoded, int(len(keep_rows) - encoded), removed,
                        bad, 0.0, world)

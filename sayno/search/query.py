@@ -7,8 +7,14 @@ Routing (per query): the Glasses' detector finds the negated phrases. None (or n
 is not linear in ``I``: a shortlist by the base is scored with :meth:`Glasses.score_matrix`. ``rerank=k``
 re-orders the top k with the image-conditioned ``lambda`` (:meth:`Glasses.rerank`).
 
-    >>> s = Searcher("runs/index")                        # doctest: +SKIP
+    >>> s = Searcher("runs/index", threads=1)             # doctest: +SKIP
     >>> s.search("a beach with no people", k=20).hits     # doctest: +SKIP
+
+Threads: one query is small work; ``Searcher(threads=1)`` (what ``sayno search`` and ``sayno serve`` use) runs
+each search with one torch and one faiss thread (:func:`sayno.runtime.torch_threads`, restored afterwards).
+On the shared 2-core machine that answered a negated query over 1M images in about half the time of the
+defaults, while faiss on one thread with torch on two was many times slower (docs/RESULTS.md, "Search and
+index"). ``threads=None`` (the default) leaves the libraries' settings alone.
 """
 
 from __future__ import annotations
@@ -21,6 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sayno.backbones import load
+from sayno.backbones.base import TruncationWarning
+from sayno.base.scoring import TextBatch
+from sayno.glasses import load_glasses
+from sayno.glasses.lexical import analyse
+from sayno.runtime import torch_threads
 from sayno.search.build import check_compatible, file_sha1
 from sayno.search.store import IndexData, IndexMismatch, SearchError, current_version, read_index
 
@@ -60,23 +72,6 @@ class SearchResult:
         return asdict(self)
 
 
-def set_threads(n: int) -> None:
-    """Use ``n`` CPU threads for torch and faiss in this process (``sayno search`` and ``sayno serve`` use 1).
-
-    One query is small work: on the shared 2-core machine one thread for both answered a negated query over
-    1M images in about half the time of the defaults, while faiss on one thread with torch on two was many
-    times slower (docs/RESULTS.md, "Search and index"). Process-wide: call it in applications, not libraries.
-    """
-    import torch
-
-    from sayno.search import store
-
-    n = max(1, int(n))
-    torch.set_num_threads(n)
-    store.SEARCH_THREADS = n
-    store._faiss().omp_set_num_threads(n)
-
-
 def validate_query(query: str | None, k: int) -> str:
     """The stripped query, or :class:`SearchError` for an empty or too long query or a bad ``k``."""
     q = " ".join((query or "").split())
@@ -95,36 +90,29 @@ class Searcher:
     index: the index folder. model: a backbone spec (default: the index's); backbone: an already loaded
     backbone (default: load ``model``). glasses: a checkpoint path, default the index's own, ``"none"`` for
     plain CLIP only. A backbone or checkpoint other than the index's raises :class:`IndexMismatch`.
+    threads: torch and faiss threads during each search (None: leave them alone; see the module docstring).
     :meth:`refresh` (called by every search) switches to a newer version of the index when one was written.
     """
 
     def __init__(self, index: str | Path, *, model: str | None = None, backbone=None,
-                 glasses: str | Path | None = None, device: str = "cpu"):
+                 glasses: str | Path | None = None, device: str = "cpu", threads: int | None = None):
         self.index_path = Path(index)
+        self.threads = threads
         data = read_index(self.index_path)
-        if backbone is None:
-            from sayno.backbones import load
-
-            try:
-                backbone = load(model or data.meta["model"], device=device)
-            except ValueError as e:
-                raise SearchError(str(e).splitlines()[0]) from e
-        self.backbone = backbone
+        self.backbone = backbone if backbone is not None else load(model or data.model, device=device)
         plain_only = glasses is not None and str(glasses).lower() == "none"
         self.glasses_identity = None if plain_only else self._glasses_identity(glasses, data)
-        self._checked = data.meta.get("glasses") if plain_only else self.glasses_identity
-        check_compatible(data.meta, backbone.fingerprint, self._checked, str(self.index_path))
+        self._checked = data.glasses if plain_only else self.glasses_identity
+        check_compatible(data, self.backbone.fingerprint, self._checked, str(self.index_path))
         self.glasses = None
         if self.glasses_identity is not None:
-            from sayno.glasses import load_glasses
-
-            self.glasses = load_glasses(self.glasses_identity["path"], backbone)
+            self.glasses = load_glasses(self.glasses_identity["path"], self.backbone)
         self._data = data
         self._lock = threading.RLock()
         self._text_cache: dict[str, tuple[np.ndarray, list[str]]] = {}
 
     def _glasses_identity(self, glasses: str | Path | None, data: IndexData) -> dict | None:
-        stored = data.meta.get("glasses")
+        stored = data.glasses
         path = Path(glasses).expanduser().resolve() if glasses is not None else None
         if path is None:
             if stored is None:
@@ -153,15 +141,13 @@ class Searcher:
             if current_version(self.index_path) == self._data.version:
                 return False
             data = read_index(self.index_path)
-            check_compatible(data.meta, self.backbone.fingerprint, self._checked, str(self.index_path))
+            check_compatible(data, self.backbone.fingerprint, self._checked, str(self.index_path))
             self._data = data  # one assignment: a running search keeps the version it started with
         return True
 
     # ------------------------------------------------------------------------------------------ text
     def _slots(self, text):
         """The Glasses' slots; the affirmative remainder of a too-long query is truncated like the query."""
-        from sayno.backbones.base import TruncationWarning
-
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)
             return self.glasses.slots(text)
@@ -171,12 +157,9 @@ class Searcher:
         hit = self._text_cache.get(query)
         if hit is not None:
             return hit
-        from sayno.backbones.base import TruncationWarning
-        from sayno.glasses.model import single_thread
-
         notes = []
         # one short text: a single torch thread is fastest, and on a busy CPU more threads only add waiting
-        with self._lock, single_thread(), warnings.catch_warnings(record=True) as caught:
+        with self._lock, torch_threads(1), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TruncationWarning)
             layers = self.backbone.encode_text_layers([query]).float().cpu().numpy()
         if any(issubclass(w.category, TruncationWarning) for w in caught):
@@ -197,12 +180,16 @@ class Searcher:
         q = validate_query(query, k)
         if rerank < 0 or rerank > MAX_K:
             raise SearchError(f"rerank={rerank}: use 0 to {MAX_K}")
+        with torch_threads(self.threads):
+            result = self._search(q, k, mode, rerank)
+        result.ms = (time.perf_counter() - t0) * 1000
+        return result
+
+    def _search(self, q: str, k: int, mode: str, rerank: int) -> SearchResult:
         self.refresh()
         data = self._data
         layers, notes = self._encode(q)
         notes = list(notes)
-        from sayno.eval.scoring import TextBatch
-
         text = TextBatch([q], layers[:, -1], layers)
         scale = float(self.backbone.logit_scale)
         result = SearchResult(q, "clip", [], index_size=len(data), version=data.version, notes=notes)
@@ -213,8 +200,6 @@ class Searcher:
             result.phrases = [{"phrase": p, "lambda": round(float(lam), 4), "hedged": bool(h)}
                               for p, lam, h in zip(slots.phrases, slots.lam, slots.hedged)]
         else:
-            from sayno.glasses.lexical import analyse
-
             result.negated = analyse(q).negated
             if result.negated and mode == "auto":
                 notes.append("the query negates something but the index has no Glasses: plain CLIP scores")
@@ -233,17 +218,14 @@ class Searcher:
         root = data.root
         result.hits = [Hit(r + 1, str(data.files.path[i]), str(root / str(data.files.path[i])), float(s), bool(f))
                        for r, (i, s, f) in enumerate(zip(order, scores, refined))]
-        result.ms = (time.perf_counter() - t0) * 1000
         return result
 
     def _glasses_search(self, text, slots, data: IndexData, kk: int, rerank: int):
         """Top ``kk`` by the caption-only Glasses score, optionally re-ranked -> (ids, scores, refined)."""
-        from sayno.glasses.model import single_thread
-
         g = self.glasses
         if g.clamp:  # score="reference" is not linear in I: shortlist by the base, then the exact scores
             ids, _ = data.search(slots.base.numpy()[0], min(len(data), max(10 * kk, 1000)))
-            with single_thread():
+            with torch_threads(1):
                 exact = g.score_matrix(text, data.features(ids))[0]
             keep = np.argsort(-exact, kind="stable")[:kk]
             ids, scores = ids[keep], exact[keep]
@@ -254,7 +236,7 @@ class Searcher:
         refined = np.zeros(len(ids), bool)
         if rerank > 0 and len(ids):
             r = min(rerank, len(ids))
-            with single_thread():
+            with torch_threads(1):
                 new = g.rerank(text, data.features(ids), k=r)[0]
             order = np.argsort(-new, kind="stable")
             refined[order[:r]] = True
@@ -267,11 +249,12 @@ class Searcher:
         return self.search(query, k, mode="clip"), self.search(query, k, mode="auto", rerank=rerank)
 
     def info(self) -> dict:
+        """What is open: index folder, version, size, indexed folder, backbone, Glasses path, unreadable files."""
         d = self._data
         return {"index": str(self.index_path), "version": d.version, "images": len(d), "root": str(d.root),
-                "model": d.meta.get("model"), "fingerprint": d.meta.get("fingerprint"),
-                "glasses": (self.glasses_identity or {}).get("path"), "bad_files": len(d.meta.get("bad", []))}
+                "model": d.model, "fingerprint": d.fingerprint,
+                "glasses": (self.glasses_identity or {}).get("path"), "bad_files": len(d.bad)}
 
 
 __all__ = ["MAX_K", "MAX_QUERY_CHARS", "Hit", "IndexMismatch", "SearchError", "SearchResult", "Searcher",
-           "set_threads", "validate_query"]
+           "validate_query"]

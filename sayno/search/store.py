@@ -7,18 +7,22 @@ Layout of an index folder ``INDEX/``::
         vectors.npy      (N, D) float32 L2-normalised image features (memory-mapped by readers)
         search.faiss     faiss fp16 scalar-quantised inner-product index over the same vectors (the coarse pass)
         files.npz        path (N,) relative to the indexed folder, size (N,), mtime_ns (N,), sha1 (N,)
-        meta.json        backbone spec/fingerprint, Glasses checkpoint (path, sha1), folder, counts, bad files
+        meta.json        the checkpoint envelope (:class:`sayno.checkpoint.Envelope` as JSON): format
+                         ``sayno-index``, version, backbone spec/fingerprint, the build config; sections: Glasses
+                         checkpoint (path, sha1), folder, counts, unreadable files
     .lock                held (flock) by the one writer at a time
 
 A writer fills a hidden temporary folder, renames it to ``v-...`` (atomic) and then replaces ``CURRENT``
-(atomic ``os.replace``). A reader reads ``CURRENT`` and loads that folder; if a writer removed it in between
-(only versions older than the previous one are removed), the reader reads ``CURRENT`` again.
+(atomic, :func:`sayno.checkpoint.atomic_path`). A reader reads ``CURRENT`` and loads that folder; if a writer
+removed it in between (only versions older than the previous one are removed), the reader reads ``CURRENT``
+again. Format version 1 (sayno 0.1: ``format_version``, ``model``, ``fingerprint`` keys) is read as well.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -26,20 +30,20 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from sayno.errors import SaynoError
+from sayno.checkpoint import CheckpointError, Envelope, atomic_path
+from sayno.errors import BackboneMismatch, SaynoError
 
 FORMAT = "sayno-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")  # 1: sayno 0.1 meta.json keys (format_version, model, fingerprint)
 POINTER = "CURRENT"
 KEEP_VERSIONS = 2  # the live version and the one before it (a reader may still be opening it)
-# faiss threads for one query's scan, set per calling thread; 0 leaves faiss's setting alone. See
-# sayno.search.query.set_threads: faiss and torch must agree, mixed settings were measured to be very slow.
-SEARCH_THREADS = int(os.environ.get("SAYNO_SEARCH_THREADS", "0"))
 
 
 class SearchError(SaynoError, ValueError):
@@ -47,10 +51,15 @@ class SearchError(SaynoError, ValueError):
 
 
 class IndexMismatch(SearchError):
-    """The index was built with another backbone or another Glasses checkpoint than the one given."""
+    """The index was built with another backbone, Glasses checkpoint or folder than the one given."""
+
+
+class IndexBackboneMismatch(IndexMismatch, BackboneMismatch):
+    """The index was built with another backbone (also a :class:`sayno.errors.BackboneMismatch`)."""
 
 
 def _faiss():
+    """The faiss module (an optional dependency: the search extra)."""
     try:
         import faiss
     except ImportError as e:  # pragma: no cover - faiss is in the search extra
@@ -90,12 +99,12 @@ class FileTable:
 @dataclass
 class IndexData:
     """One loaded version: ``vectors`` (N, D) float32 features (a read-only memory map), ``coarse`` the faiss
-    fp16 index over them, ``files`` its rows, ``meta``."""
+    fp16 index over them, ``files`` its rows, ``envelope`` its metadata (backbone, config, sections)."""
 
     vectors: np.ndarray
     coarse: object
     files: FileTable
-    meta: dict
+    envelope: Envelope
     version: str = ""
     folder: Path = field(default_factory=Path)
 
@@ -103,13 +112,42 @@ class IndexData:
         return len(self.files)
 
     @property
+    def meta(self) -> dict[str, Any]:
+        """The envelope as the JSON dict of ``meta.json`` (``bad``, ``build``, ``glasses``... at the top)."""
+        return self.envelope.to_dict()
+
+    @property
     def dim(self) -> int:
-        return int(self.meta["embed_dim"])
+        return int(self.envelope.sections["embed_dim"])
 
     @property
     def root(self) -> Path:
         """The indexed image folder (absolute)."""
-        return Path(self.meta["root"])
+        return Path(self.envelope.sections["root"])
+
+    @property
+    def model(self) -> str | None:
+        """The backbone spec the index was built with."""
+        return self.envelope.backbone_spec
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.envelope.backbone_fingerprint
+
+    @property
+    def glasses(self) -> dict | None:
+        """``{"path", "sha1"}`` of the Glasses checkpoint the index was built with, or None."""
+        return self.envelope.sections.get("glasses")
+
+    @property
+    def bad(self) -> list[dict]:
+        """Files the build could not read: ``{"path", "reason"}``."""
+        return list(self.envelope.sections.get("bad", []))
+
+    @functools.cached_property
+    def path_set(self) -> frozenset[str]:
+        """Every row's path (for membership tests)."""
+        return frozenset(self.files.path.tolist())
 
     def features(self, ids: np.ndarray | None = None) -> np.ndarray:
         """(len(ids), D) float32 stored features of rows ``ids`` (all rows when None)."""
@@ -133,8 +171,6 @@ class IndexData:
         if wide >= n:
             cand = np.arange(n)
         else:
-            if SEARCH_THREADS > 0:
-                _faiss().omp_set_num_threads(SEARCH_THREADS)
             _, ids = self.coarse.search(q, wide)
             cand = ids[0][ids[0] >= 0]
         sims = self.features(cand) @ q[0]
@@ -185,21 +221,38 @@ def read_index(root: str | os.PathLike, retries: int = 20) -> IndexData:
 
 def _read_version(folder: Path) -> IndexData:
     faiss = _faiss()
-    meta = json.loads((folder / "meta.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise SearchError(f"{folder}: not a sayno index (format {meta.get('format')!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise SearchError(f"{folder}: index format version {meta.get('format_version')}, this sayno reads "
-                          f"{FORMAT_VERSION}: rebuild it")
+    envelope = read_envelope(folder / "meta.json")
     with np.load(folder / "files.npz", allow_pickle=False) as z:
         files = FileTable(z["path"], z["size"], z["mtime_ns"], z["sha1"])
     vectors = np.load(folder / "vectors.npy", mmap_mode="r")
     coarse = faiss.read_index(str(folder / "search.faiss"))
-    dim = int(meta["embed_dim"])
+    dim = int(envelope.sections["embed_dim"])
     if vectors.shape != (len(files), dim) or coarse.ntotal != len(files) or coarse.d != dim:
         raise SearchError(f"{folder}: vectors {vectors.shape} and {coarse.ntotal} coarse entries for "
                           f"{len(files)} files (embed_dim {dim}): the index is damaged, rebuild it")
-    return IndexData(vectors, coarse, files, meta, folder.name, folder)
+    return IndexData(vectors, coarse, files, envelope, folder.name, folder)
+
+
+def read_envelope(path: Path) -> Envelope:
+    """The envelope in a version's ``meta.json`` (format versions 1 and 2); raises :class:`SearchError` for
+    another format or version ("rebuild the index")."""
+    meta = json.loads(path.read_text())
+    if meta.get("format") == FORMAT and "format_version" in meta:
+        meta = _from_version_1(meta)
+    where = str(path.parent)
+    try:
+        return Envelope.from_dict(meta, where).expect(FORMAT, READABLE_VERSIONS, where)
+    except CheckpointError as e:
+        raise SearchError(f"{e}: not an index this sayno reads, rebuild the index (sayno index build "
+                          "--rebuild)") from e
+
+
+def _from_version_1(meta: dict[str, Any]) -> dict[str, Any]:
+    """sayno 0.1's meta.json keys -> the envelope's (same content)."""
+    renames = {"format_version": "version", "model": "backbone_spec", "fingerprint": "backbone_fingerprint"}
+    out = {renames.get(k, k): v for k, v in meta.items()}
+    out["version"] = str(out["version"])
+    return out
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -219,24 +272,24 @@ def writer_lock(root: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def write_version(root: str | os.PathLike, vectors: np.ndarray, files: FileTable, meta: dict) -> str:
+def write_version(root: str | os.PathLike, vectors: np.ndarray, files: FileTable, envelope: Envelope) -> str:
     """Write a complete new version of (N, D) float32 ``vectors`` and their ``files`` rows and make it live
-    (atomically). Returns its folder name."""
+    (atomically). ``envelope``: format ``sayno-index``; its ``count`` and ``embed_dim`` sections are set here.
+    Returns the version's folder name."""
     faiss = _faiss()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) != len(files):
         raise SearchError(f"{vectors.shape} vectors for {len(files)} files")
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "count": len(files),
-            "embed_dim": int(vectors.shape[1])}
+    meta = replace(envelope, sections={**envelope.sections, "count": len(files), "embed_dim": int(vectors.shape[1])})
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         np.save(tmp / "vectors.npy", vectors)
         faiss.write_index(coarse_index(vectors, vectors.shape[1]), str(tmp / "search.faiss"))
         with open(tmp / "files.npz", "wb") as f:
             np.savez(f, path=files.path, size=files.size, mtime_ns=files.mtime_ns, sha1=files.sha1)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        (tmp / "meta.json").write_text(json.dumps(meta.to_dict(), indent=1))
         for p in tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
@@ -246,9 +299,8 @@ def write_version(root: str | os.PathLike, vectors: np.ndarray, files: FileTable
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    pointer_tmp = root / f".{POINTER}.{uuid.uuid4().hex[:8]}"
-    pointer_tmp.write_text(name + "\n")
-    os.replace(pointer_tmp, root / POINTER)
+    with atomic_path(root / POINTER) as pointer:
+        pointer.write_text(name + "\n")
     _collect_garbage(root, name)
     return name
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from sayno.data import read_csv_rows
+from sayno.world import WorldConfig, build_world
+
 
 def tiny_world(out: str | Path, groups: int = 100, seed: int = 0) -> Path:
     """Render ``groups`` test scene groups (2 images each) of the emoji world into ``out``; returns the folder
     of images (``out/images``). Seconds on one CPU core."""
-    from sayno.world import WorldConfig, build_world
-
     out = Path(out)
     if not (out / "negation_test.csv").is_file():
         build_world(out, WorldConfig(seed=seed, test_groups=groups), progress=False, parts=("test",))
@@ -25,8 +25,9 @@ def object_truth(world: str | Path) -> dict[str, set[str]]:
     """Image path relative to ``world/images`` -> the objects it shows (from ``negation_test.csv``)."""
     world = Path(world)
     truth: dict[str, set[str]] = {}
-    with open(world / "negation_test.csv", newline="") as f:
-        for row in csv.DictReader(f):
+    _, records = read_csv_rows(world / "negation_test.csv", ("filepath", "positive_objects"), "negation")
+    for _, row in records:
+        if isinstance(row, dict):
             rel = Path(row["filepath"]).relative_to("images").as_posix()
             truth[rel] = set(json.loads(row["positive_objects"]))
     return truth

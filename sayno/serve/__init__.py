@@ -4,6 +4,7 @@
     >>> run(create_app("photos.index"))             # http://127.0.0.1:8000/, API docs at /docs
 """
 
-from sayno.serve.app import ServeConfig, create_app, run
+from sayno.serve.app import create_app, run
+from sayno.serve.service import RequestError, ServeConfig, Service
 
-__all__ = ["ServeConfig", "create_app", "run"]
+__all__ = ["RequestError", "ServeConfig", "Service", "create_app", "run"]

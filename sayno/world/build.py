@@ -32,12 +32,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.progress import track
 
+from sayno.config import from_mapping
+from sayno.errors import InputError
 from sayno.world.captions import Caption, affirmative, hybrid, negation_only, neither_nor
 from sayno.world.concepts import Concept, load_concepts, pretrain_concepts, unseen_concepts
 from sayno.world.scenes import Scene, make_scene, render_scene, sample_counts
 from sayno.world.styles import get_style
 
+PARTS = ("train", "val", "test", "captions", "classify", "ood")
 SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8}
 
 
@@ -61,6 +65,11 @@ class WorldConfig:
     ood_id_per_class: int = 30
     ood_per_class: int = 20
     hedge_error_rate: float = 0.25
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WorldConfig:
+        """A config from a dict (e.g. ``world.json``'s ``"config"``); unknown keys raise ConfigError."""
+        return from_mapping(cls, data, "world config")
 
 
 def class_dir(name: str) -> str:
@@ -155,8 +164,6 @@ def _progress(total: int, desc: str, enabled: bool) -> Iterator[int]:
     if not enabled:
         yield from range(total)
         return
-    from rich.progress import track
-
     yield from track(range(total), description=desc, total=total)
 
 
@@ -264,9 +271,12 @@ def build_ood(out: Path, cfg: WorldConfig, progress: bool = True) -> dict:
 
 
 def build_world(out: str | Path, cfg: WorldConfig | None = None, progress: bool = True,
-                parts: tuple[str, ...] = ("train", "val", "test", "captions", "classify", "ood")) -> dict:
+                parts: tuple[str, ...] = PARTS) -> dict:
     """Render every dataset of the world into ``out``; returns (and writes) the manifest ``world.json``."""
     cfg = cfg or WorldConfig()
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise InputError(f"unknown world part(s) {', '.join(map(repr, unknown))}: use {', '.join(PARTS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     get_style(cfg.style)  # fail early on a missing style
@@ -283,9 +293,7 @@ def build_world(out: str | Path, cfg: WorldConfig | None = None, progress: bool 
             n = _single_object_images(out, "classify", list(pretrain_concepts()), cfg.classify_per_class,
                                       split_rng(cfg.seed, "classify"), cfg, progress, "classification images")
             manifest["parts"][part] = {"images": n, "classes": len(pretrain_concepts())}
-        elif part == "ood":
-            manifest["parts"][part] = build_ood(out, cfg, progress)
         else:
-            raise ValueError(f"unknown world part {part!r}")
+            manifest["parts"][part] = build_ood(out, cfg, progress)
     (out / "world.json").write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from sayno.base.prompts import indefinite_article
+from sayno.config import ConfigError, from_mapping
+
 CONCEPTS_FILE = Path(__file__).with_name("concepts.json")
 
 
@@ -28,7 +31,8 @@ class Concept:
 
     @property
     def article(self) -> str:
-        return "an" if self.name[0] in "aeiou" or self.name.startswith("hour") else "a"
+        """"a" or "an" (sayno's one article rule: "an hourglass", "a unicycle")."""
+        return indefinite_article(self.name)
 
     def phrase(self, count: int = 1) -> str:
         """'a dog', 'an apple', 'two dogs', 'three sheep'."""
@@ -44,10 +48,11 @@ NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 def load_concepts(path: str | None = None) -> tuple[Concept, ...]:
     """All concepts, in file order (the default file ships with sayno)."""
     data = json.loads(Path(path or CONCEPTS_FILE).read_text())
-    concepts = tuple(Concept(**d) for d in data)
+    where = str(path or CONCEPTS_FILE)
+    concepts = tuple(from_mapping(Concept, d, f"concept in {where}") for d in data)
     names = [c.name for c in concepts]
     if len(set(names)) != len(names):
-        raise ValueError(f"duplicate concept names in {path or CONCEPTS_FILE}")
+        raise ConfigError(f"duplicate concept names in {where}")
     return concepts
 
 

@@ -1,0 +1,180 @@
+"""The web layer of ``sayno serve``: FastAPI routes (one function each) over a :class:`Service`, the response
+models of the OpenAPI schema, and :func:`build_app`. Needs the serve extra (fastapi, python-multipart).
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from sayno.cliutil import first_line
+from sayno.errors import SaynoError
+from sayno.runtime import torch_threads
+from sayno.search.query import MAX_QUERY_CHARS
+from sayno.serve.service import RequestError, Service
+
+DESCRIPTION = ("Negation-aware image search (CLIPGlasses) and zero-shot class checks (CLIPN) over one indexed "
+               "folder.")
+
+
+# ------------------------------------------------------------------------------------------ response models
+class HitOut(BaseModel):
+    rank: int
+    path: str = Field(description="Path relative to the indexed folder")
+    score: float = Field(description="Higher = better match (CLIP logit scale)")
+    refined: bool = Field(description="Scored with the image-conditioned Glasses lambda (re-ranking)")
+    thumb: str = Field(description="URL of a thumbnail")
+    image: str = Field(description="URL of the full image")
+
+
+class PhraseOut(BaseModel):
+    phrase: str
+    hedged: bool
+    lam: float = Field(alias="lambda", description="Caption-only repulsion strength")
+
+
+class SearchOut(BaseModel):
+    query: str
+    method: str = Field(description="'clip' (plain CLIP) or 'glasses' (CLIPGlasses)")
+    negated: bool
+    phrases: list[PhraseOut]
+    notes: list[str]
+    index_size: int
+    version: str
+    ms: float
+    hits: list[HitOut]
+
+
+class CompareOut(BaseModel):
+    clip: SearchOut
+    sayno: SearchOut
+
+
+class InfoOut(BaseModel):
+    index: str
+    version: str
+    images: int
+    root: str
+    model: str | None
+    fingerprint: str | None
+    glasses: str | None
+    bad_files: int
+    clipn: str | None
+    max_upload_bytes: int
+    max_k: int
+
+
+class ClassOut(BaseModel):
+    name: str
+    p: float = Field(description="Softmax over the classes")
+    p_yes: float = Field(description="CLIPN's probability that the image is this class")
+
+
+class ClassifyOut(BaseModel):
+    decision: str = Field(description="'ID' (one of the classes) or 'OOD' (none of them)")
+    predicted: str
+    score: float = Field(description="Higher = more in-distribution")
+    rule: str
+    classes: list[ClassOut]
+
+
+# ------------------------------------------------------------------------------------------ routes
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page() -> HTMLResponse:
+    return HTMLResponse(resources.files("sayno.serve").joinpath("static/index.html").read_text())
+
+
+@router.get("/api/info", response_model=InfoOut, summary="What is indexed and with which models")
+def info(service: ServiceDep) -> dict:
+    return service.info()
+
+
+@router.get("/api/search", response_model=SearchOut, summary="Search the index",
+            description="CLIPGlasses when the query negates something (mode=auto), plain CLIP otherwise.")
+def api_search(service: ServiceDep,
+               q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="The query")],
+               k: Annotated[int, Query(ge=1)] = 20,
+               mode: Annotated[str, Query(pattern="^(auto|clip)$")] = "auto",
+               rerank: Annotated[int, Query(ge=0, description="Re-rank the top N with the image-conditioned "
+                                                              "lambda")] = 0) -> dict:
+    return service.search(q, k, mode, rerank)
+
+
+@router.get("/api/compare", response_model=CompareOut, summary="Plain CLIP and sayno for the same query")
+def api_compare(service: ServiceDep, q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)],
+                k: Annotated[int, Query(ge=1)] = 20, rerank: Annotated[int, Query(ge=0)] = 0) -> dict:
+    return service.compare(q, k, rerank)
+
+
+@router.get("/api/image/{path:path}", summary="An indexed image (only files of the index)")
+def api_image(service: ServiceDep, path: str) -> Response:
+    return FileResponse(service.indexed_file(path))
+
+
+@router.get("/api/thumb/{path:path}", summary="A JPEG thumbnail of an indexed image")
+def api_thumb(service: ServiceDep, path: str, size: Annotated[int, Query(ge=16)] = 160) -> Response:
+    return Response(service.thumbnail(path, size), media_type="image/jpeg",
+                    headers={"Cache-Control": "max-age=3600"})
+
+
+@router.post("/api/classify", response_model=ClassifyOut, summary="Is this image one of my classes? (CLIPN)",
+             responses={413: {"description": "Upload too large"}, 415: {"description": "Not an image"}})
+async def api_classify(service: ServiceDep,
+                       file: Annotated[UploadFile, File(description="A JPEG, PNG or WebP image")],
+                       classes: Annotated[str, Form(description="Class names, one per line or comma-separated")],
+                       rule: Annotated[str | None, Form(pattern="^(atd|ctw)$",
+                                                        description="atd or ctw (default: the server's)")] = None,
+                       ) -> dict:
+    names = service.check_classify_request(classes, file.content_type)
+    upload = await _read_limited(file, service.config.max_upload_bytes)
+    return service.classify(names, upload, rule)
+
+
+async def _read_limited(file: UploadFile, limit: int) -> bytes:
+    """The upload's bytes, read in chunks; 413 as soon as it is larger than ``limit``."""
+    data = bytearray()
+    while chunk := await file.read(1 << 16):
+        data += chunk
+        if len(data) > limit:
+            raise RequestError(413, f"upload larger than {limit} bytes")
+    return bytes(data)
+
+
+async def _error_response(_request: Request, exc: Exception) -> JSONResponse:
+    """A :class:`SaynoError` as ``{"detail": first line}``: its status for a :class:`RequestError`, else 400."""
+    return JSONResponse({"detail": first_line(exc)}, status_code=getattr(exc, "status", 400))
+
+
+# ------------------------------------------------------------------------------------------ the app
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the app runs: the service's thread setting (restored afterwards); then remove the uploads."""
+    service: Service = app.state.service
+    try:
+        with torch_threads(service.config.threads):
+            yield
+    finally:
+        service.close()
+
+
+def build_app(service: Service) -> FastAPI:
+    """The FastAPI app answering every route with ``service``."""
+    app = FastAPI(title="sayno search", version="1", lifespan=_lifespan, description=DESCRIPTION)
+    app.state.service = service
+    app.state.searcher, app.state.clipn, app.state.upload_dir = service.searcher, service.clipn, service.upload_dir
+    app.include_router(router)
+    app.add_exception_handler(SaynoError, _error_response)
+    return app
