@@ -6,14 +6,12 @@
     sayno report DIR                     # aggregate result JSONs into one table
     sayno info --model SPEC
     sayno glasses ... | sayno clipn ... | sayno ood ... | sayno index build | sayno search | sayno serve
+    sayno negation TEXT... [--json]     # what a caption negates, and why a query scored as it did
 
 Each ``register(app)`` adds an area's commands (see :mod:`sayno.cliutil` for the convention).
 """
 
 from __future__ import annotations
-
-import importlib
-import importlib.util
 
 import typer
 
@@ -21,6 +19,7 @@ from sayno.backbones import cli as backbones_cli
 from sayno.clipn import cli as clipn_cli
 from sayno.eval import cli as eval_cli
 from sayno.glasses import cli as glasses_cli
+from sayno.negation import cli as negation_cli
 from sayno.ood import cli as ood_cli
 from sayno.search import cli as search_cli
 from sayno.serve import cli as serve_cli
@@ -37,8 +36,7 @@ clipn_cli.register(app)
 ood_cli.register(app)
 search_cli.register(app)
 serve_cli.register(app)
-if importlib.util.find_spec("sayno.negation.cli") is not None:  # being written (issue 9); then a plain import
-    importlib.import_module("sayno.negation.cli").register(app)
+negation_cli.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

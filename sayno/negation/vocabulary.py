@@ -1,0 +1,78 @@
+"""Object names in captions: :class:`ObjectVocabulary` (surface forms -> names) and :func:`plural_forms`
+(moved here from ``sayno.glasses.lexical``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from sayno.negation.analyser import parse
+from sayno.negation.types import Analysis
+
+_TOKEN = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*|\d+|[^\w\s]", re.UNICODE)
+
+
+def _norm_words(text: str) -> str:
+    text = text.replace("\u2019", "'").replace("\u2018", "'").lower()
+    return " ".join(m.group() for m in _TOKEN.finditer(text))
+
+
+def plural_forms(name: str) -> set[str]:
+    """Naive English plurals of an object name ("dog" -> "dogs", "bus" -> "buses", "cherry" -> "cherries")."""
+    forms = {name, name + "s", name + "es"}
+    if name.endswith("y"):
+        forms.add(name[:-1] + "ies")
+    if name.endswith("f"):
+        forms.add(name[:-1] + "ves")
+    return forms
+
+
+class ObjectVocabulary:
+    """Known object names and their surface forms, to find objects mentioned in a caption.
+
+    ``forms`` maps each surface form ("dogs", "hot dog") to its name ("dog", "hot dog"). Longest forms match
+    first, so "a hot dog" finds "hot dog", not "dog"; matches are whole words. ``analyse`` (text -> Analysis)
+    is the negation analyser :meth:`affirmed` and :meth:`negated` use (default: :func:`sayno.negation.parse`).
+    """
+
+    def __init__(self, forms: dict[str, str], analyse: Callable[[str], Analysis] | None = None):
+        self.forms = {f.lower(): n for f, n in forms.items() if f.strip()}
+        self._analyse = analyse
+        alts = sorted(self.forms, key=lambda f: (-len(f), f))
+        self._re = (re.compile(r"(?<![\w'])(?:" + "|".join(re.escape(f) for f in alts) + r")(?![\w'])")
+                    if alts else None)
+
+    @classmethod
+    def from_names(cls, names: Iterable[str], plurals: dict[str, str] | None = None,
+                   analyse: Callable[[str], Analysis] | None = None) -> ObjectVocabulary:
+        """Names plus naive plurals (and the given irregular ones: ``{"mouse": "mice"}``)."""
+        names = list(names)
+        forms: dict[str, str] = {}
+        for n in names:
+            for f in plural_forms(n):
+                forms.setdefault(f, n)
+        for n, p in (plurals or {}).items():
+            forms[p] = n
+        for n in names:  # a name always maps to itself
+            forms[n] = n
+        return cls(forms, analyse)
+
+    def _analysis(self, text: str) -> Analysis:
+        if self._analyse is not None:
+            return self._analyse(text)
+        return parse(text)
+
+    def find(self, text: str) -> list[str]:
+        """Object names mentioned in ``text``, in text order (repeats kept)."""
+        if self._re is None:
+            return []
+        return [self.forms[m.group()] for m in self._re.finditer(_norm_words(text))]
+
+    def affirmed(self, text: str) -> list[str]:
+        """Objects mentioned *outside* every negated phrase (a derived "positive" label)."""
+        negated = {o for p in self._analysis(text).phrases for o in self.find(p.text)}
+        return [o for o in dict.fromkeys(self.find(text)) if o not in negated]
+
+    def negated(self, text: str) -> list[list[str]]:
+        """Per negated phrase of the analysis, the objects it names (may be empty)."""
+        return [self.find(p.text) for p in self._analysis(text).phrases]
