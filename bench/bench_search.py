@@ -1,6 +1,7 @@
 """Query latency of `sayno search` over a 1,000,000-image index, CLIPGlasses scoring included, on CPU.
 
     .venv/bin/python bench/bench_search.py --n 1000000 --queries 40
+    .venv/bin/python bench/bench_search.py --scale --sizes 1000000,10000000 --dims 128   # bench/search_scale.py
 
 Writes an index of N synthetic image vectors (seeded Gaussian, L2-normalised, the backbone's size) through the
 real on-disk format, opens it with :class:`sayno.search.Searcher` (the embedded CLIP and the shipped Glasses,
@@ -16,12 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
+import search_scale  # bench/search_scale.py (this folder is on sys.path when the script runs)
 import torch
 
 from sayno.backbones import load
@@ -30,7 +33,7 @@ from sayno.checkpoint import Envelope
 from sayno.runtime import torch_threads
 from sayno.search import Searcher
 from sayno.search.build import glasses_identity
-from sayno.search.store import FORMAT, FORMAT_VERSION, FileTable, write_version
+from sayno.search.store import FORMAT, FORMAT_VERSION, FileTable, write_version, writer_lock
 from sayno.world.concepts import pretrain_concepts
 
 TARGET_MS = 100.0
@@ -48,7 +51,8 @@ def synthetic_index(out: Path, n: int, dim: int, backbone, seed: int) -> None:
     envelope = Envelope(FORMAT, FORMAT_VERSION, backbone.fingerprint, backbone.spec, {},
                         {"logit_scale": float(backbone.logit_scale), "root": str(out / "images"), "glasses": glasses,
                          "synthetic": {"n": n, "seed": seed}})
-    write_version(out, vectors, files, envelope)
+    with writer_lock(out):  # creates the folder; write_version expects the lock held
+        write_version(out, vectors, files, envelope)
 
 
 def queries(count: int, seed: int) -> dict[str, list[str]]:
@@ -64,6 +68,9 @@ def queries(count: int, seed: int) -> dict[str, list[str]]:
 
 
 def main() -> None:
+    if "--scale" in sys.argv:  # flat vs IVF vs Milvus Lite at millions of vectors: bench/search_scale.py
+        search_scale.main()
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=40, help="timed queries per kind")

@@ -150,9 +150,27 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from e
+    except Exception as e:  # writers that wrap OSError (torch.save: RuntimeError, safetensors: SafetensorError)
+        full = _out_of_space(tmp.parent, e)
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise CheckpointError(f"{path}: cannot write (no space left on device)") from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _out_of_space(folder: Path, error: BaseException, margin: int = 1 << 20) -> bool:
+    """Whether a failed write into ``folder`` failed because the disk is full (its error says so, or less than
+    ``margin`` bytes are left while the partial file still holds what was written)."""
+    if "no space left" in str(error).lower():
+        return True
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < margin
 
 
 def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, Any], envelope: Envelope) -> Path:

@@ -19,7 +19,7 @@ from sayno.backbones.registry import load
 from sayno.data import read_mcq_csv, report_bad_rows
 from sayno.features import FeatureCache, encode_images
 from sayno.glasses import load_glasses
-from sayno.glasses.lexical import analyse
+from sayno.glasses.analysis import analyse
 
 
 def lens_check(glasses, backbone, world: str, cache: FeatureCache | None = None) -> dict:

@@ -24,7 +24,8 @@ from sayno.world.build import mcq_question, sample_group, split_rng
 from sayno.world.captions import AFFIRMATIVE_TEMPLATES, affirmative, hybrid, negation_only, neither_nor
 from sayno.world.styles import StyleError
 
-NEGATION_WORDS = re.compile(r"\b(no|not|without|never|none|nothing|neither|nor|lacking|free|absent|isn't|n't)\b")
+NEGATION_WORDS = re.compile(r"\b(no|not|without|never|none|nothing|neither|nor|lacking|lacks|free|absent|isn't|"
+                            r"n't|devoid|void|empty|missing|nowhere|instead|rather|zero|excludes|omits)\b|n't\b")
 
 TINY = WorldConfig(train_groups=6, val_groups=3, test_groups=6, caption_images=8, classify_per_class=1,
                    ood_id_classes=5, ood_seen_classes=4, ood_id_per_class=2, ood_per_class=1)
@@ -97,6 +98,8 @@ def test_negated_captions_are_labelled():
         assert h.template == "hybrid" and h.positive == ("dog",) and "two dogs" in h.text
         hh = hybrid(((dog, 1),), cat, r, hedged=True)
         assert hh.hedged and re.search(r"probably|maybe|perhaps|likely|might|possibly", hh.text)
+        held = hybrid(((dog, 1),), cat, r, hedged=True, split="held-out")
+        assert held.hedged and held.family_split == "held-out" and re.search(r"probably|likely|might|may", held.text)
         nn = neither_nor(None, cat, cow, r)
         assert nn.negated == ("cat", "cow")
 
@@ -132,7 +135,7 @@ def test_build_world_formats(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * TINY.test_groups
     assert set(rows[0]) == {"image_path", "correct_answer", "caption_0", "caption_1", "caption_2", "caption_3",
-                            "correct_answer_template"}
+                            "correct_answer_template", "family_split"}
     assert {r["correct_answer_template"] for r in rows} <= {"positive", "negative", "hybrid"}
     for r in rows:
         assert (tmp_path / r["image_path"]).exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from sayno.errors import SaynoError
+from sayno.errors import InputError, SaynoError
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -116,11 +117,36 @@ class Backbone(abc.ABC):
         """The text tower as a :class:`TextTower` (shares weights with this backbone)."""
 
     # ---- shared behaviour ---------------------------------------------------------------------------
+    def text_read_chars(self, texts: Sequence[str]) -> list[int]:
+        """Per text, how many of its leading characters the text encoder reads: ``len(text)`` when its tokens
+        (with start and end) fit the context of T tokens, else the end of the longest whitespace-delimited
+        prefix that fits (a word cut by the context counts as unread)."""
+        texts = list(texts)
+        if not texts:
+            return []
+        _, lengths = self._tokenize(texts)
+        return [len(t) if n <= self.context_length else self._fitting_prefix(t) for t, n in zip(texts, lengths)]
+
+    def _fitting_prefix(self, text: str) -> int:
+        """End of the longest prefix of whole words whose tokens fit the context (binary search)."""
+        ends = [m.end() for m in re.finditer(r"\S+", text)]
+        lo, hi = 0, len(ends)  # the first ``lo`` words fit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._tokenize([text[:ends[mid - 1]]])[1][0] <= self.context_length:
+                lo = mid
+            else:
+                hi = mid - 1
+        return ends[lo - 1] if lo else 0
+
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Texts -> (N, T) token ids. Texts longer than the context are truncated with a warning."""
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InputError(f"texts[{i}] must be a str, got {type(t).__name__} ({t!r:.40})")
         tokens, lengths = self._tokenize(texts)
         too_long = [t for t, n in zip(texts, lengths) if n > self.context_length]
         if too_long:
@@ -133,15 +159,31 @@ class Backbone(abc.ABC):
         return tokens
 
     def _pixels(self, images: torch.Tensor | Iterable[Image.Image]) -> torch.Tensor:
+        """PIL images or (N, 3, H, W) pixels -> pixels on device; one-line :class:`InputError` for anything else."""
         if torch.is_tensor(images):
-            pixels = images
-        else:
-            pixels = torch.stack([self.preprocess(im) for im in images])
-        return pixels.to(self.device, self.dtype)
+            if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+                raise InputError(f"encode_image: pixels must have shape (N, 3, H, W) with N >= 1, got "
+                                 f"{tuple(images.shape)}")
+            return images.to(self.device, self.dtype)
+        if isinstance(images, Image.Image):
+            images = [images]
+        images = list(images)
+        for i, im in enumerate(images):
+            if not isinstance(im, Image.Image):
+                raise InputError(f"encode_image: images[{i}] must be a PIL image, got {type(im).__name__}")
+            if im.width < 1 or im.height < 1:
+                raise InputError(f"encode_image: images[{i}] is {im.width}x{im.height} pixels; expected a "
+                                 "non-empty image")
+        return torch.stack([self.preprocess(im) for im in images]).to(self.device, self.dtype)
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor | Sequence[Image.Image], normalize: bool = True) -> torch.Tensor:
-        """PIL images or preprocessed (N, 3, H, W) pixels -> (N, D) float32 features on ``device``."""
+        """PIL images (a list, or one) or preprocessed (N, 3, H, W) pixels -> (N, D) float32 features on
+        ``device``. No images (``[]``) -> an empty (0, D) tensor."""
+        if not torch.is_tensor(images):
+            images = [images] if isinstance(images, Image.Image) else list(images)
+            if not images:
+                return torch.zeros((0, self.embed_dim), device=self.device)
         f = self._encode_pixels(self._pixels(images)).float()
         return nn.functional.normalize(f, dim=-1) if normalize else f
 

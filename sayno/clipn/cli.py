@@ -62,8 +62,8 @@ def train(
     """Train the "no" text encoder (resumes an interrupted run with the same settings)."""
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    cfg = TrainConfig(variant=variant, n_prompts=prompts, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, seed=seed, max_pairs=max_pairs, learn_bias=bias)
+    cfg = _guard(TrainConfig, variant=variant, n_prompts=prompts, epochs=epochs, batch_size=batch_size, lr=lr,
+                 weight_decay=weight_decay, seed=seed, max_pairs=max_pairs, learn_bias=bias)
     bb = _load_backbone(model, device)
     summary = _guard(train_clipn, bb, data, out, cfg, cache=_cache(cache), progress=not as_json,
                      overwrite=overwrite, console=err)

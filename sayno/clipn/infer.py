@@ -26,6 +26,7 @@ import torch
 from sayno.backbones.base import Backbone, TruncationWarning
 from sayno.base.prompts import check_distinct_classes, class_prompts, ensemble, load_templates, softmax
 from sayno.clipn.model import ClipnError, NoTextEncoder
+from sayno.errors import InputError
 
 TEMPLATES = "clipn_templates"  # sayno/templates/clipn_templates.json
 TEMPLATE_KEYS = ("name", "version", "affirmative", "no", "no_captions")
@@ -124,8 +125,8 @@ class Clipn:
         return torch.cat(out).numpy()
 
     def class_texts(self, class_names: Sequence[str]) -> ClassTexts:
-        """Template-ensembled features of both towers for C class names."""
-        names = list(class_names)
+        """Template-ensembled features of both towers for C class names (a list of str, at least one)."""
+        names = _class_names(class_names)
         aff = self.templates["affirmative"]
         check_distinct_classes(self.backbone.tokenize, names, aff)
         tower = self.backbone.text_tower()
@@ -140,9 +141,38 @@ class Clipn:
 
     def probabilities(self, image_features: np.ndarray, texts: ClassTexts) -> tuple[np.ndarray, np.ndarray]:
         """``p`` and ``p_yes``, each (N, C), for normalised image features (N, D)."""
-        return clipn_probs(image_features, texts.yes, texts.no, self.logit_scale, texts.bias)
+        if not isinstance(texts, ClassTexts):
+            raise InputError(f"texts must be the ClassTexts of clipn.class_texts(names), got {type(texts).__name__}")
+        features = _image_features(image_features, int(texts.yes.shape[1]))
+        return clipn_probs(features, texts.yes, texts.no, self.logit_scale, texts.bias)
 
     def decide(self, image_features: np.ndarray, texts: ClassTexts, rule: str = "atd") -> Decision:
+        """Per image (rows of the (N, D) features): class, ID/OOD and score under ``rule`` (ctw | atd)."""
         if rule not in RULES:
             raise ClipnError(f"unknown CLIPN rule {rule!r}: use ctw or atd")
         return RULES[rule](*self.probabilities(image_features, texts))
+
+
+def _class_names(class_names: Sequence[str]) -> list[str]:
+    """``class_names`` as a non-empty list of non-empty str; one str (``"dog"``) is refused, not read as d, o, g."""
+    if isinstance(class_names, (str, bytes)):
+        raise InputError(f"class_names must be a list of names, got a single {type(class_names).__name__} "
+                         f"(use [{class_names!r}])")
+    names = list(class_names)
+    if not names:
+        raise InputError("class_names must hold at least one class name")
+    for i, n in enumerate(names):
+        if not isinstance(n, str) or not n.strip():
+            raise InputError(f"class_names[{i}] must be a non-empty str, got {n!r:.40}")
+    return names
+
+
+def _image_features(x: np.ndarray, dim: int) -> np.ndarray:
+    """Image features as a finite (N, ``dim``) array; one-line :class:`InputError` naming the shape otherwise."""
+    a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+    if a.ndim != 2 or a.shape[1] != dim:
+        hint = f"; one image is shape (1, {dim})" if a.ndim == 1 else ""
+        raise InputError(f"image features must have shape (N, {dim}), got {a.shape}{hint}")
+    if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
+        raise InputError("image features must be finite numbers (got NaN, infinite or non-numeric values)")
+    return a

@@ -39,9 +39,10 @@ from sayno.base.training import OtherRunState, ResumeFile, run_key
 from sayno.clipn.checkpoint import save_clipn
 from sayno.clipn.infer import clipn_templates
 from sayno.clipn.losses import caption_ids, gathered_clipn_loss
-from sayno.clipn.model import ClipnError, NoTextEncoder
+from sayno.clipn.model import VARIANTS, ClipnError, NoTextEncoder
 from sayno.config import from_mapping
 from sayno.data import BadRow, DataError, read_captions_csv
+from sayno.errors import InputError
 from sayno.features import FeatureCache, encode_images, encode_texts
 
 
@@ -63,6 +64,21 @@ class TrainConfig:
     learn_bias: bool = True  # a learned logit bias b in p_yes = sigmoid(s (f.g - f.gno) + b) (not in the reference)
     bias_lr: float = 1.0  # the bias's own peak learning rate (it lives on the logit scale: tens of units)
     max_pairs: int | None = None  # use the first N pairs only (quick runs)
+
+    def __post_init__(self) -> None:
+        """One-line :class:`~sayno.errors.InputError` for a setting that would train on nothing (or on less
+        than asked: ``max_pairs=-5`` used to drop the last five rows)."""
+        checks = (("max_pairs", self.max_pairs is None or self.max_pairs >= 2, "None or >= 2"),
+                  ("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 2, ">= 2"),
+                  ("n_prompts", self.n_prompts >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("warmup", 0 <= self.warmup < 1, "in [0, 1)"),
+                  ("mean_prompt_prob", 0 <= self.mean_prompt_prob <= 1, "in [0, 1]"),
+                  ("bias_lr", self.bias_lr >= 0, ">= 0"))
+        for name, ok, expected in checks:
+            if not ok:
+                raise InputError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        if self.variant not in VARIANTS:
+            raise InputError(f"unknown CLIPN variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

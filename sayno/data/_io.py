@@ -76,6 +76,27 @@ def resolve(value: str, root: Path) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def locate(value: str, root: Path) -> Path:
+    """A path from a data file, re-rooted where needed: the one rule of every reader.
+
+    Relative: under ``root``. Absolute and an existing file: as is. Absolute and missing (a path of the data's
+    authors' machine, ``/data/.../voc2007/VOCdevkit/VOC2007/JPEGImages/000005.jpg``): its longest tail that
+    exists as a file under ``root`` (``root/voc2007/VOCdevkit/...``, then ``root/VOCdevkit/...``, ... then
+    ``root/000005.jpg``); the path as given when none does (the caller reports it as not found).
+    """
+    p = resolve(value, root)
+    if p.is_file() or not Path(value.strip()).expanduser().is_absolute():
+        return p
+    parts = p.parts
+    for k in range(1, len(parts)):
+        if ".." in parts[k:]:
+            continue  # a tail never climbs out of root
+        candidate = root.joinpath(*parts[k:])
+        if candidate.is_file():
+            return candidate
+    return p
+
+
 def parse_str_list(text: str | None, *, plain_ok: bool = True) -> list[str]:
     """A Python (or JSON) list literal of strings -> list; ``""`` -> ``[]``.
 

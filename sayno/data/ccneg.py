@@ -9,6 +9,10 @@ Two layouts are read:
   This is the only place sayno calls ``torch.load(weights_only=False)``: a pickle can run code, so read
   only files you trust.
 * a CSV with ``image_path, caption, negative_caption`` [+ ``negated_object``]; one file is one split.
+
+Image paths: relative ones resolve under ``root``; absolute ones that do not exist (the reference pickle's
+``/workspace/datasets/cc3m/...``) are re-rooted under ``root`` by their longest tail that exists there
+(:func:`sayno.data._io.locate`, the rule of every reader).
 """
 
 from __future__ import annotations
@@ -18,15 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sayno.data._io import one_line, read_csv, resolve
+from sayno.data._io import locate, one_line, read_csv
 from sayno.data.errors import BadRow, DataError
 from sayno.errors import InputError
 
 TEST_SIZE = 40_000
 SPLITS = ("test", "train", "all")
 CSV_COLUMNS = ("image_path", "caption", "negative_caption")
-# where the reference pickle's absolute paths point; they are re-rooted under ``root``
-REFERENCE_PREFIX = "/workspace/datasets/cc3m/"
 
 
 @dataclass
@@ -69,26 +71,8 @@ def _read_csv(path: Path, base: Path) -> CcNegDataset:
             continue
         obj = row.get("negated_object", "").strip() or None
         _add(ds, line, row["image_path"], row["caption"], row["negative_caption"], obj,
-             lambda v: resolve(v, base))
+             lambda v: locate(v, base))
     return ds
-
-
-def _rebase(value: str, base: Path) -> Path:
-    """Relative: under ``base``. Absolute and missing: the reference prefix (or else the longest tail of the
-    path) re-rooted under ``base`` if that file exists."""
-    p = resolve(value, base)
-    if p.is_file() or not Path(value).is_absolute():
-        return p
-    if value.startswith(REFERENCE_PREFIX):
-        cand = base / value[len(REFERENCE_PREFIX):]
-        if cand.is_file():
-            return cand
-    parts = Path(value).parts
-    for k in range(1, len(parts)):
-        cand = base.joinpath(*parts[k:])
-        if cand.is_file():
-            return cand
-    return p
 
 
 def _read_pickle(path: Path, base: Path, split: str) -> CcNegDataset:
@@ -123,7 +107,7 @@ def _read_pickle(path: Path, base: Path, split: str) -> CcNegDataset:
             continue
         obj = ann["sop_data"].get("sop_chosen_object") if isinstance(ann["sop_data"], dict) else None
         _add(ds, i, str(paths[i]), str(cap), str(neg).replace(",", ""), str(obj).strip() if obj else None,
-             lambda v: _rebase(v, base))
+             lambda v: locate(v, base))
     return ds
 
 

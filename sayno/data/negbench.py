@@ -1,6 +1,8 @@
 """NegBench readers: the multiple-choice (MCQ) CSV and the retrieval CSV.
 
-Relative image paths resolve against ``root`` (default: the CSV's folder). Rows that cannot be used are
+Relative image paths resolve against ``root`` (default: the CSV's folder); absolute paths that do not exist
+(NegBench's official CSVs hold its authors' ``/data/.../voc2007/VOCdevkit/...``) are re-rooted under ``root`` by
+their longest tail that exists there. Rows that cannot be used are
 dropped and returned as :class:`~sayno.data.errors.BadRow` entries; the rest are read.
 """
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sayno.data._io import one_line, parse_str_list, read_csv, resolve
+from sayno.data._io import locate, one_line, parse_str_list, read_csv
 from sayno.data.errors import BadRow
 
 MCQ_COLUMNS = ("image_path", "correct_answer", "caption_0", "caption_1", "caption_2", "caption_3",
@@ -43,8 +45,9 @@ class McqDataset:
 
 
 def _image(value: str, column: str, base: Path | None, reasons: list[str]) -> Path | None:
-    """The row's image path resolved against ``base``; appends why it is unusable to ``reasons``."""
-    img = resolve(value, base) if value.strip() else None
+    """The row's image path resolved against ``base`` (absolute paths of another machine re-rooted there by
+    their longest existing tail, :func:`~sayno.data._io.locate`); appends why it is unusable to ``reasons``."""
+    img = locate(value, base) if value.strip() else None
     if img is None:
         reasons.append(f"empty {column}")
     elif not img.is_file():

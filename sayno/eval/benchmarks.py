@@ -101,11 +101,12 @@ def run_mcq(methods: Sequence[Method], data: McqDataset, *, cache: FeatureCache 
     templates = np.asarray(data.templates)
     for m in methods:
         img, ok = feats.images(m.backbone, data.image_paths)
-        n = len(data.answers)
-        flat = [c for caps in data.captions for c in caps]
+        rows = np.flatnonzero(ok)  # questions whose image decoded (the others are bad rows)
+        flat = [c for q in rows for c in data.captions[q]]
         text = feats.text(m, flat)
-        scores = m.scorer.score_pairs(text, np.repeat(img, 4, axis=0)).reshape(n, 4)
-        correct = (scores.argmax(1) == np.asarray(data.answers)) & ok
+        scores = m.scorer.score_pairs(text, np.repeat(img[rows], 4, axis=0)).reshape(len(rows), 4)
+        correct = np.zeros(len(ok), dtype=bool)
+        correct[rows] = scores.argmax(1) == np.asarray(data.answers)[rows]
         res = {"accuracy": 100.0 * float(correct[ok].mean()), "questions": int(ok.sum())}
         for t in ("positive", "negative", "hybrid"):
             sel = ok & (templates == t)
@@ -122,9 +123,10 @@ def run_ccneg(methods: Sequence[Method], data: CcNegDataset, *, cache: FeatureCa
     out = {}
     for m in methods:
         img, ok = feats.images(m.backbone, data.image_paths)
-        pos = m.scorer.score_pairs(feats.text(m, data.captions), img)
-        neg = m.scorer.score_pairs(feats.text(m, data.negative_captions), img)
-        out[m.name] = {"accuracy": 100.0 * float((pos > neg)[ok].mean()), "pairs": int(ok.sum())}
+        rows = np.flatnonzero(ok)  # pairs whose image decoded (the others are bad rows)
+        pos = m.scorer.score_pairs(feats.text(m, [data.captions[i] for i in rows]), img[rows])
+        neg = m.scorer.score_pairs(feats.text(m, [data.negative_captions[i] for i in rows]), img[rows])
+        out[m.name] = {"accuracy": 100.0 * float((pos > neg).mean()), "pairs": len(rows)}
     return out
 
 

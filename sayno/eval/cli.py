@@ -57,7 +57,7 @@ def _eval_command(task: str, doc: str) -> Callable[..., None]:
         model: str = typer.Option("embedded", "--model", "-m", help=MODEL_HELP),
         data: Path = typer.Option(..., "--data", "-d", help="Dataset file or folder."),
         root: Path | None = typer.Option(None, help="Folder that relative image paths resolve against."),
-        glasses: Path | None = typer.Option(None, help="CLIPGlasses checkpoint: adds a Glasses row."),
+        glasses: Path | None = typer.Option(None, help="CLIPGlasses checkpoint, or training-free (no weights, any backbone): adds a Glasses row."),
         classes: Path | None = typer.Option(None, help="Class names file (zeroshot; default: folder names)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
         out: Path | None = typer.Option(None, help="Folder to write one result JSON into."),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from sayno.data import (
 from sayno.errors import InputError
 from sayno.eval import benchmarks as B
 from sayno.features import FeatureCache
-from sayno.glasses import load_glasses
+from sayno.glasses import TrainingFreeGlasses, load_glasses
+from sayno.glasses.training_free import CalibrationWarning, is_training_free
 from sayno.ood.bench import print_ood_table, world_ood_benchmark
 from sayno.world import WorldConfig, build_world
+from sayno.world.build import FAMILY_FILES, PARTS, WORLD_VERSION
 
 TASKS = ("zeroshot", "mcq", "ccneg", "retrieval")
 
@@ -46,12 +50,28 @@ def default_world_dir(style: str = "openmoji", seed: int = 0) -> Path:
     return Path.home() / ".cache" / "sayno" / f"world-{style}-{seed}"
 
 
-def methods_for(backbone: Backbone, glasses: Path | None) -> list[B.Method]:
-    """Plain CLIP, plus CLIPGlasses when a checkpoint is given."""
+def methods_for(backbone: Backbone, glasses: Path | str | None, training_free_row: bool = False) -> list[B.Method]:
+    """Plain CLIP, plus CLIPGlasses when a checkpoint is given (``"training-free"``: the training-free Glasses),
+    plus the training-free row when ``training_free_row`` (calibrated per dataset on its images, by ``_run``)."""
     methods = [B.plain(backbone)]
-    if glasses is not None:
+    if is_training_free(glasses):
+        training_free_row = True
+    elif glasses is not None:
         methods.append(B.Method("CLIPGlasses", backbone, load_glasses(glasses, backbone).scorer()))
+    if training_free_row:
+        with warnings.catch_warnings():  # calibrated on each dataset's images before it runs
+            warnings.simplefilter("ignore", CalibrationWarning)
+            tf = TrainingFreeGlasses.from_backbone(backbone)
+        methods.append(B.Method(tf.name, backbone, tf))
     return methods
+
+
+def _calibrate(methods: list[B.Method], dataset, memo: B.FeatureMemo) -> None:
+    """Calibrate every training-free scorer on the dataset's own images (features only, never labels)."""
+    for m in methods:
+        if isinstance(m.scorer, TrainingFreeGlasses):
+            feats, ok = memo.images(m.backbone, dataset.image_paths)
+            m.scorer.calibrate(feats[ok])
 
 
 def _read(task: str, data: Path, root: Path | None, classes: Path | None):
@@ -72,15 +92,23 @@ RUNNERS: dict[str, Callable] = {"zeroshot": B.run_zeroshot, "mcq": B.run_mcq, "c
 
 def _run(task: str, methods: list[B.Method], dataset, data_path: Path, cache: FeatureCache | None,
          progress: bool, console: Console | None, extra: dict | None = None) -> dict:
-    bad = list(getattr(dataset, "bad_rows", []))
-    kwargs = {"cache": cache, "progress": progress}
+    """Run one task; bad rows (the reader's and every image that could not be decoded) are reported on
+    ``console`` and counted in ``bad_rows``. Raises :class:`DataError` when no row is usable."""
+    memo = B.FeatureMemo(cache, progress)
+    usable = _usable_rows(methods, dataset, memo)
+    bad = list(getattr(dataset, "bad_rows", [])) + memo.bad
+    if bad and console is not None:
+        report_bad_rows(bad, console)
+    if usable == 0:
+        raise DataError(_no_usable_rows(data_path, bad))
+    _calibrate(methods, dataset, memo)
+    kwargs = {"cache": cache, "progress": progress, "memo": memo}
     templates = None
     if task == "zeroshot":
         templates = load_templates("zeroshot")
         kwargs["templates"] = templates
     metrics = RUNNERS[task](methods, dataset, **kwargs)
-    if bad and console is not None:
-        report_bad_rows(bad, console)
+    _check_finite(metrics, data_path)
     bb = methods[0].backbone
     result = {
         "task": task, "dataset": str(data_path), "model": bb.spec, "fingerprint": bb.fingerprint,
@@ -92,6 +120,29 @@ def _run(task: str, methods: list[B.Method], dataset, data_path: Path, cache: Fe
     if extra:
         result.update(extra)
     return result
+
+
+def _usable_rows(methods: list[B.Method], dataset, memo: B.FeatureMemo) -> int:
+    """Images of ``dataset`` every method's backbone could decode (encodes them once, into ``memo``)."""
+    if len(dataset.image_paths) == 0:
+        return 0
+    backbones = {m.backbone.fingerprint: m.backbone for m in methods}
+    return min(int(memo.images(bb, dataset.image_paths)[1].sum()) for bb in backbones.values())
+
+
+def _no_usable_rows(data_path: Path, bad: list) -> str:
+    """The one-line reason of a run with nothing to evaluate."""
+    if not bad:
+        return f"{data_path}: no rows to evaluate (the file has a header but no data rows)"
+    return f"{data_path}: no usable rows ({len(bad)} bad row(s), e.g. {bad[0]})"
+
+
+def _check_finite(metrics: dict, data_path: Path) -> None:
+    """A metric that is NaN or infinite means nothing was measured: refuse it (``--json`` stays valid JSON)."""
+    for method, values in metrics.items():
+        for name, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DataError(f"{data_path}: {method} {name} is {value} (no usable rows for it)")
 
 
 def evaluate(task: str, *, model: str, data: Path, root: Path | None = None, glasses: Path | None = None,
@@ -109,15 +160,21 @@ def evaluate(task: str, *, model: str, data: Path, root: Path | None = None, gla
 
 
 def ensure_world(folder: Path, style: str, parts: tuple[str, ...], console: Console | None) -> Path:
-    """Build the world's evaluation parts into ``folder`` unless a complete build is already there."""
+    """Build the world's evaluation parts into ``folder`` unless a complete build of this world version
+    (:data:`sayno.world.build.WORLD_VERSION`) is already there; a stale one is rebuilt whole."""
     manifest = folder / "world.json"
+    have: list[str] = []
     if manifest.exists():
-        have = set(json.loads(manifest.read_text()).get("parts", {}))
-        if set(parts) <= have:
+        built = json.loads(manifest.read_text())
+        have = list(built.get("parts", {}))
+        if set(parts) <= set(have) and built.get("version") == WORLD_VERSION:
             return folder
     if console is not None:
         console.print(f"building the emoji world ({style}) in {folder} ...")
-    build_world(folder, WorldConfig(style=style), parts=parts, progress=console is not None)
+    # a world lacking parts is rebuilt whole (with the parts it had): never new parts beside stale ones
+    every = tuple(p for p in PARTS if p in set(parts) | set(have))
+    build_world(folder, WorldConfig(style=style), parts=every, progress=console is not None,
+                overwrite=manifest.exists())
     return folder
 
 
@@ -125,7 +182,7 @@ def benchmark(*, world: Path | None = None, model: str = "embedded", device: str
               console: Console | None = None) -> list[dict]:
     """The main job: every world benchmark for plain CLIP and the shipped methods, in both art styles."""
     backbone = load(model, device=device)
-    methods = methods_for(backbone, shipped_weights("glasses", model))
+    methods = methods_for(backbone, shipped_weights("glasses", model), training_free_row=True)
     cache = FeatureCache.default()
     results = []
     for style in ("openmoji", "noto"):
@@ -135,6 +192,8 @@ def benchmark(*, world: Path | None = None, model: str = "embedded", device: str
         jobs = [("zeroshot", folder / "classify", None), ("mcq", folder / "mcq_test.csv", None),
                 ("ccneg", folder / "ccneg_test.csv", None), ("retrieval", folder / "retrieval_test.csv", None),
                 ("retrieval", folder / "retrieval_neg_test.csv", None)]
+        jobs += [(task, folder / f"{task}_test_{suffix}.csv", None) for task in ("mcq", "ccneg")
+                 for suffix in FAMILY_FILES.values()]
         for task, path, classes in jobs:
             dataset = _read(task, path, None, classes)
             r = _run(task, methods, dataset, path, cache, progress, console, {"style": style})
@@ -230,16 +289,22 @@ SUMMARY_COLUMNS = (  # (header, task, dataset file stem, metric)
     ("MCQ hybrid", "mcq", "mcq_test", "hybrid"),
     ("CC-Neg", "ccneg", "ccneg_test", "accuracy"),
 )
+FAMILY_COLUMNS = (  # the same benchmarks on the test rows of training / held-out negation families
+    ("MCQ train-fam.", "mcq", "mcq_test_trainfam", "accuracy"),
+    ("MCQ held-out", "mcq", "mcq_test_heldout", "accuracy"),
+    ("CC-Neg train-fam.", "ccneg", "ccneg_test_trainfam", "accuracy"),
+    ("CC-Neg held-out", "ccneg", "ccneg_test_heldout", "accuracy"),
+)
 
 
-def summary_rows(results: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+def summary_rows(results: list[dict], columns: tuple = SUMMARY_COLUMNS) -> dict[str, dict[str, dict[str, float]]]:
     """{style: {method: {column header: value}}} for the negation benchmarks of the main job."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for r in results:
         if r["task"] == "ood":
             continue
         stem = Path(r["dataset"]).stem if r["task"] != "zeroshot" else Path(r["dataset"]).name
-        for header, task, want_stem, metric in SUMMARY_COLUMNS:
+        for header, task, want_stem, metric in columns:
             if r["task"] == task and stem == want_stem:
                 for method, metrics in r["methods"].items():
                     if metric in metrics:
@@ -249,16 +314,22 @@ def summary_rows(results: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 def print_benchmark(results: list[dict], console: Console) -> None:
     """The main job's tables: negation benchmarks per art style, then the OOD table."""
-    for style, rows in summary_rows(results).items():
-        t = Table(title=f"Negation benchmarks, emoji world test split, style {style} (accuracy / recall, %)",
-                  title_justify="left")
-        t.add_column("method")
-        headers = [h for h, *_ in SUMMARY_COLUMNS]
-        for h in headers:
-            t.add_column(h, justify="right")
-        for method, vals in rows.items():
-            t.add_row(method, *[f"{vals[h]:.1f}" if h in vals else "" for h in headers])
-        console.print(t)
+    titles = ((SUMMARY_COLUMNS, "Negation benchmarks, emoji world test split, style {} (accuracy / recall, %)"),
+              (FAMILY_COLUMNS, ("By negation family, style {}: test rows phrased with training vs held-out "
+                                "families (accuracy, %)")))
+    for style in summary_rows(results):
+        for columns, title in titles:
+            rows = summary_rows(results, columns).get(style, {})
+            if not rows:
+                continue
+            t = Table(title=title.format(style), title_justify="left")
+            t.add_column("method")
+            headers = [h for h, *_ in columns]
+            for h in headers:
+                t.add_column(h, justify="right")
+            for method, vals in rows.items():
+                t.add_row(method, *[f"{vals[h]:.1f}" if h in vals else "" for h in headers])
+            console.print(t)
     for r in results:
         if r["task"] == "ood":
             print_ood_table(r, console)

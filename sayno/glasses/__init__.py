@@ -4,35 +4,44 @@
     >>> g = load_glasses("sayno/weights/glasses-embedded.safetensors", backbone)
     >>> g.score_matrix(text_batch, image_features)   # (N, M), like sayno.base.scoring.PlainClip
 
-Modules: ``config`` (GlassesConfig), ``model`` (Glasses, load_glasses), ``scoring`` (numpy scores, GlassesScorer),
+Modules: ``config`` (GlassesConfig), ``analysis`` (what Glasses read from a caption, through
+:mod:`sayno.negation`), ``model`` (Glasses, load_glasses), ``scoring`` (numpy scores, GlassesScorer),
 ``phrases`` (the bounded phrase-prompt memo), ``explain``, ``checkpoint`` (the ``sayno-glasses`` envelope),
 ``data`` (training data through the sayno.data readers), ``train``, ``finetune`` (the text-tower baseline),
-``cli`` (``sayno glasses ...``).
+``cli`` (``sayno glasses ...``), ``training_free`` (Glasses with no learned weights, for any backbone).
 """
+from sayno.glasses.analysis import analyse, analyse_texts
 from sayno.glasses.config import GlassesConfig, GlassesError
 from sayno.glasses.finetune import FinetunedText, finetune_text, load_finetuned
-from sayno.glasses.lexical import Analysis, NegatedPhrase, Negation, ObjectVocabulary, analyse, is_negated
 from sayno.glasses.model import Glasses, GlassesScorer, load_glasses
 from sayno.glasses.scoring import Slots
 from sayno.glasses.train import TrainConfig, train_glasses
+from sayno.glasses.training_free import (
+    Calibration,
+    TrainingFreeGlasses,
+    TrainingFreeSettings,
+    calibrate,
+    training_free,
+)
 
 __all__ = [
-    "Analysis",
+    "Calibration",
     "FinetunedText",
     "Glasses",
     "GlassesConfig",
     "GlassesError",
     "GlassesScorer",
-    "NegatedPhrase",
-    "Negation",
-    "ObjectVocabulary",
     "Slots",
     "TrainConfig",
+    "TrainingFreeGlasses",
+    "TrainingFreeSettings",
     "analyse",
+    "analyse_texts",
+    "calibrate",
     "finetune_text",
-    "is_negated",
     "load_finetuned",
     "load_glasses",
     "train_glasses",
+    "training_free",
 ]
 

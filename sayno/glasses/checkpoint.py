@@ -55,6 +55,10 @@ def read_glasses_checkpoint(path: str | Path, backbone: Any) -> GlassesCheckpoin
     if config.embed_dim != backbone.embed_dim or config.num_layers != backbone.num_text_layers:
         raise CheckpointError(f"{path}: dims ({config.embed_dim}, {config.num_layers}) do not match the backbone "
                               f"({backbone.embed_dim}, {backbone.num_text_layers})")
+    bank = tensors.get("frame.bank")
+    if bank is not None and (bank.ndim != 2 or bank.shape[1] != config.embed_dim):
+        raise CheckpointError(f"{path}: tensor 'frame.bank' has shape {tuple(bank.shape)}, expected "
+                              f"(K, {config.embed_dim})")
     training = envelope.sections.get("training") or {}
     return GlassesCheckpoint(tensors, config, training if isinstance(training, dict) else {})
 

@@ -21,7 +21,7 @@ from sayno.features import FeatureCache
 from sayno.glasses.config import GlassesConfig
 from sayno.glasses.finetune import FinetuneConfig, finetune_text
 from sayno.glasses.model import load_glasses
-from sayno.glasses.train import TrainConfig, train_glasses
+from sayno.glasses.train import TrainConfig, check_model_config, check_output_file, train_glasses
 
 HELP = "CLIPGlasses: negation-aware scoring on a frozen CLIP."
 # report_hook(backbone, world folder, trained Glasses, feature cache or None): prints the world's test report
@@ -124,13 +124,17 @@ def _train_command(report_hook: ReportHook | None) -> Callable[..., None]:
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the on-disk feature cache.")] = False,
     ) -> None:
         """Train Glasses on cached frozen-CLIP features (detector, Frame, Lens, then Lens+Frame)."""
+        # every argument is checked before the backbone loads and long before training ends
+        tc = TrainConfig(epochs=_epochs(epochs), batch_groups=batch_groups, lr=lr, patience=patience,
+                         min_steps=min_steps, fraction=fraction, seed=seed, threads=threads,
+                         presence_weight=presence_weight, lens_weight=lens_weight)
+        check_output_file(out)
+        sizes = GlassesConfig(embed_dim=1, num_layers=1, hidden=hidden, lambda_max=lambda_max)
+        check_model_config(sizes)
         backbone = load_backbone(model, device)
         cfg = GlassesConfig(embed_dim=backbone.embed_dim, num_layers=backbone.num_text_layers, hidden=hidden,
                             lens_input=lens.value, score=score.value, base=base.value, detector=detector.value,
                             lambda_max=lambda_max)
-        tc = TrainConfig(epochs=_epochs(epochs), batch_groups=batch_groups, lr=lr, patience=patience,
-                         min_steps=min_steps, fraction=fraction, seed=seed, threads=threads,
-                         presence_weight=presence_weight, lens_weight=lens_weight)
         cache = _cache(no_cache)
         res = train_glasses(backbone, data, out, config=cfg, train=tc, val_data=val, resume=resume, cache=cache,
                             log=console.print)

@@ -16,10 +16,12 @@ resolve them (relative to the CSV's folder):
 
 Labels (docs/GLASSES.md, "Labels"):
 
-- *Negated objects*: the dataset's label where it has one; otherwise derived from the lexical detector: the
-  object names found in each negated phrase (``ObjectVocabulary``, built from every object name in the data
-  plus the world's plurals), or, when no known name is found, the phrase itself ("without any dogs" ->
-  "dogs"). Each lexical phrase gets the label object it names (matched by name, else by position).
+- *Negated objects*: the dataset's label where it has one; otherwise derived from the negation analyser
+  (:func:`sayno.glasses.analysis.analyse_texts`): the object names found in each negated phrase
+  (``ObjectVocabulary``, built from every object name in the data plus the world's plurals), or, when no known
+  name is found, the phrase itself ("without any dogs" -> "dogs"). Each slot phrase
+  (:func:`~sayno.glasses.analysis.slot_phrases`: a repeated phrase counts once) gets the label object it names
+  (matched by name, else by position).
 - *Affirmed objects*: the known object names found outside every negated phrase.
 - *Truth* of caption c on image i, where both are known: every affirmed object in i and no negated object in
   i. A dataset's own ``true`` value overrides it for the caption's own image. Unknown elsewhere.
@@ -41,8 +43,9 @@ import torch
 
 from sayno.data import BadRow, DataError, read_ccneg, read_csv_rows, read_mcq_csv, read_retrieval_csv
 from sayno.features import encode_images, encode_texts
+from sayno.glasses.analysis import analyse_texts, slot_phrases
 from sayno.glasses.config import phrase_prompt
-from sayno.glasses.lexical import ObjectVocabulary, analyse
+from sayno.negation import ObjectVocabulary
 from sayno.world.concepts import load_concepts
 
 NEGATION_COLUMNS = ("filepath", "caption", "negated_objects")
@@ -293,7 +296,7 @@ def world_vocabulary(names: Sequence[str]) -> ObjectVocabulary:
     """Vocabulary of the given object names, with the world's plurals for names it knows."""
     wanted = set(names)
     plurals = {c.name: c.plural for c in load_concepts() if c.name in wanted}
-    return ObjectVocabulary.from_names(sorted(wanted), plurals)
+    return ObjectVocabulary.from_names(sorted(wanted), plurals, analyse=lambda t: analyse_texts([t])[0])
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -312,7 +315,7 @@ class Labelled:
     images: list[str]
     image_objects: list[frozenset[str] | None]
     image_group: np.ndarray  # (M,) int
-    # phrase slots (one per lexical phrase)
+    # phrase slots (one per slot phrase of the analysis)
     slot_owner: np.ndarray
     slot_phrase: list[str]
     slot_hedged: np.ndarray
@@ -337,25 +340,26 @@ def label(src: Sources) -> Labelled:
     texts, home, observed, home_true, is_neg, hedged, affirmed, negated = [], [], [], [], [], [], [], []
     s_owner, s_phrase, s_hedged, s_target, s_derived = [], [], [], [], []
     unmatched_labels = 0
-    for ci, c in enumerate(src.captions):
-        a = analyse(c.caption)
+    analyses = analyse_texts([c.caption for c in src.captions])
+    for ci, (c, a) in enumerate(zip(src.captions, analyses)):
+        phrases = slot_phrases(a)
         texts.append(c.caption)
         home.append(img_index[c.image])
         observed.append(c.observed)
         home_true.append(-1 if c.true is None else int(c.true))
         hedged.append(a.hedged if c.hedged is None else bool(c.hedged))
-        phrase_objs = [vocab.find(p.text) if vocab else [] for p in a.phrases]
+        phrase_objs = [vocab.find(p.text) if vocab else [] for p in phrases]
         if c.negated is not None:
             labels = list(dict.fromkeys(c.negated))
         else:
             labels = list(dict.fromkeys(o for objs in phrase_objs for o in objs))
         negated.append(frozenset(labels))
-        is_neg.append(bool(labels) or bool(a.phrases))
+        is_neg.append(bool(labels) or bool(phrases))
         affirmed.append(frozenset(vocab.affirmed(c.caption)) if vocab else None)
         remaining = list(labels)
-        for k, p in enumerate(a.phrases):
+        for k, p in enumerate(phrases):
             target = next((o for o in phrase_objs[k] if o in remaining), None)
-            if target is None and len(a.phrases) == len(labels):
+            if target is None and len(phrases) == len(labels):
                 target = labels[k]
             derived = target is None or c.negated is None  # no dataset label to match: derived
             if target is None:
@@ -367,7 +371,7 @@ def label(src: Sources) -> Labelled:
             s_hedged.append(p.hedged)
             s_target.append(target)
             s_derived.append(derived)
-        unmatched_labels += len(remaining) if a.phrases else len(labels)
+        unmatched_labels += len(remaining) if phrases else len(labels)
     n_neg = int(sum(bool(x) for x in negated))
     stats = {"captions": len(texts), "images": len(images), "negated_captions": n_neg,
              "slots": len(s_owner), "derived_slot_labels": int(sum(s_derived)),
@@ -444,7 +448,7 @@ def build_features(src: Sources, backbone, *, prompt: str = "This image shows {}
     with_slots = sorted(set(lab.slot_owner.tolist()))
     base = h.copy()
     if with_slots:
-        rem = [analyse(lab.texts[i]).affirmative_text for i in with_slots]
+        rem = [a.affirmative_text for a in analyse_texts([lab.texts[i] for i in with_slots])]
         base[with_slots] = encode_texts_np(backbone, rem, cache=cache)
     prompts = sorted(set(lab.slot_phrase) | set(lab.slot_target) | set(lab.vocabulary))
     pf = encode_texts_np(backbone, [phrase_prompt(prompt, p) for p in prompts], cache=cache)

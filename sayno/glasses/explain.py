@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from sayno.base.scoring import TextBatch
+from sayno.glasses.analysis import analyse_texts
 from sayno.glasses.config import GlassesError
-from sayno.glasses.lexical import analyse
 from sayno.glasses.scoring import Slots
 
 
@@ -30,9 +30,8 @@ def explain(slots_of: Callable[[TextBatch], Slots], texts: Sequence[str], layers
         h = layers[:, -1]
     slots = slots_of(TextBatch(texts, np.asarray(h), np.asarray(layers)))
     out = []
-    for i, text in enumerate(texts):
+    for i, (text, analysis) in enumerate(zip(texts, analyse_texts(texts))):
         sel = (slots.owner == i).nonzero().squeeze(-1).tolist()
-        analysis = analyse(text)
         out.append({"text": text, "negated": bool(slots.negated[i]),
                     "affirmative": analysis.affirmative_text if sel else text,
                     "phrases": [p.text for p in analysis.phrases], "hedged": [p.hedged for p in analysis.phrases],

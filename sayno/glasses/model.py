@@ -3,9 +3,14 @@
     >>> g = load_glasses("sayno/weights/glasses-embedded.safetensors", backbone)  # doctest: +SKIP
     >>> g.score_matrix(TextBatch(texts, h, layers), image_features)               # doctest: +SKIP
 
-A caption is *negated* when the detector says so (``detector`` mode, default ``"lexical"``: an English cue
-with at least one negated phrase). Each negated phrase becomes a *slot* with its own ``h_neg`` (Lens) and
-``lambda`` (Frame). Every other caption keeps exactly CLIP's score ``s*cos(h, I)`` (bit for bit).
+A caption is *negated* when the detector says so (``detector`` mode, default ``"lexical"``: the negation
+analyser of :mod:`sayno.negation` finds a cue, read through :func:`sayno.glasses.analysis.analyse_texts`). Each
+negated phrase becomes a *slot* with its own ``h_neg`` (Lens) and ``lambda`` (Frame); a phrase repeated in the
+caption counts once, and one the text encoder never read (past its context) is dropped
+(:func:`~sayno.glasses.analysis.slot_phrases`). A caption's lambdas sum to at most ``2 * lambda_max``
+(:func:`~sayno.glasses.scoring.bound_lambda`): never binding with one or two phrases, it keeps a caption
+with many phrases from being repelled without bound. Every other caption keeps exactly CLIP's score
+``s*cos(h, I)`` (bit for bit).
 
 Scoring paths (docs/GLASSES.md; the numpy side is :mod:`sayno.glasses.scoring`):
 - :meth:`Glasses.score_matrix`: retrieval-grade; ``lambda`` from the caption alone, so one caption over M
@@ -28,11 +33,13 @@ import torch
 from torch import nn
 
 from sayno.base.scoring import TextBatch
+from sayno.errors import InputError
 from sayno.glasses import scoring
+from sayno.glasses.analysis import analyse, analyse_texts, slot_phrases  # noqa: F401 - analyse: re-exported
 from sayno.glasses.checkpoint import check_state, read_glasses_checkpoint, write_glasses_checkpoint
 from sayno.glasses.config import GlassesConfig, GlassesError, phrase_prompt
 from sayno.glasses.explain import explain
-from sayno.glasses.lexical import analyse
+from sayno.glasses.inputs import check_batch, check_features, check_rerank_k, check_texts
 from sayno.glasses.modules import Detector, Frame, Lens
 from sayno.glasses.phrases import DEFAULT_CAPACITY, PhraseEncoder
 from sayno.glasses.scoring import Slots
@@ -86,13 +93,13 @@ class Glasses(nn.Module):
 
     def scorer(self, rerank_k: int | None = None, name: str | None = None) -> GlassesScorer:
         """A benchmark scorer; with ``rerank_k`` its score_matrix re-ranks each caption's top k with the image."""
-        return GlassesScorer(self, rerank_k=rerank_k, name=name or self.name)
+        return GlassesScorer(self, rerank_k=check_rerank_k(rerank_k, "Glasses.scorer"), name=name or self.name)
 
     def text_batch(self, texts: Sequence[str]) -> TextBatch:
         """N captions -> a :class:`TextBatch` with the backbone's (N, D) and per-layer (N, L, D) features."""
         if self.backbone is None:
             raise GlassesError("text_batch needs the Glasses' backbone (load_glasses(path, backbone))")
-        texts = [t if isinstance(t, str) else "" for t in texts]
+        texts = check_texts(texts, "Glasses.text_batch")
         h = self.backbone.encode_text(texts).float().cpu().numpy()
         layers = self.backbone.encode_text_layers(texts).float().cpu().numpy()
         return TextBatch(texts, h, layers)
@@ -103,8 +110,9 @@ class Glasses(nn.Module):
         ``lambda`` comes from the caption alone; ``rerank_k`` re-orders each negated caption's top k with the
         image-conditioned ``lambda`` (then only the order within a row is meaningful).
         """
-        batch = self.text_batch(texts)
-        feats = np.asarray(image_features, dtype=np.float32)
+        rerank_k = check_rerank_k(rerank_k, "Glasses.score")
+        feats = check_features(image_features, self.config.embed_dim, "Glasses.score")
+        batch = self.text_batch(check_texts(texts, "Glasses.score"))
         return self.rerank(batch, feats, rerank_k) if rerank_k else self.score_matrix(batch, feats)
 
     # -------------------------------------------------------------------------------------- extra texts
@@ -120,7 +128,7 @@ class Glasses(nn.Module):
     def negated_mask(self, texts: Sequence[str], layers: torch.Tensor | None) -> np.ndarray:
         """(N,) which captions the configured detector mode treats as negated."""
         mode = self.config.detector
-        lex = np.array([analyse(t).negated for t in texts], dtype=bool)
+        lex = np.array([a.negated for a in analyse_texts(texts)], dtype=bool)
         if mode == "lexical":
             return lex
         if layers is None:
@@ -137,14 +145,16 @@ class Glasses(nn.Module):
     def _slot_owners(self, texts: list[str], negated: np.ndarray) -> tuple[list[int], list[str], list[bool]]:
         """(caption index, phrase, hedged) of every slot: one per negated phrase, or one per negated caption."""
         owner, phrases, hedged = [], [], []
-        for i in np.flatnonzero(negated):
-            analysis = analyse(texts[i])
+        rows = np.flatnonzero(negated)
+        analyses = analyse_texts([texts[i] for i in rows])
+        limits = self.read_chars([texts[i] for i in rows])
+        for i, analysis, limit in zip(rows, analyses, limits):
             if self.config.lens_input == "phrase":
-                for p in analysis.phrases:
+                for p in slot_phrases(analysis, limit):
                     owner.append(int(i))
                     phrases.append(p.text)
                     hedged.append(p.hedged)
-            elif analysis.phrases or self.config.detector in ("learned", "or"):
+            elif slot_phrases(analysis, limit) or self.config.detector in ("learned", "or"):
                 # one slot per caption; a lexical cue with nothing negated keeps the plain score
                 owner.append(int(i))
                 phrases.append("")
@@ -157,8 +167,16 @@ class Glasses(nn.Module):
             return h
         rows = sorted(set(owner))
         base = h.clone()
-        base[rows] = torch.as_tensor(self.encode_texts([analyse(texts[r]).affirmative_text for r in rows]))
+        base[rows] = torch.as_tensor(self.encode_texts([a.affirmative_text for a in analyse_texts(
+            [texts[r] for r in rows])]))
         return base
+
+    def read_chars(self, texts: Sequence[str]) -> list[int | None]:
+        """Per text, how many leading characters the backbone's text encoder reads (None: all, or unknown
+        without a backbone): negated phrases after that are not slots."""
+        if self.backbone is None or not hasattr(self.backbone, "text_read_chars") or not texts:
+            return [None] * len(texts)
+        return list(self.backbone.text_read_chars(list(texts)))
 
     def _slots(self, text: TextBatch) -> Slots:
         h = torch.as_tensor(np.asarray(text.h, dtype=np.float32))
@@ -179,13 +197,14 @@ class Glasses(nn.Module):
         with torch.no_grad():
             h_neg = self.lens(layers[owner_t], source)
             logit, tau = self.frame.text_params(base[owner_t], h_neg, h[owner_t], hedged_t)
-            lam = self.frame.lam(logit)
+            lam = scoring.bound_lambda(self.frame.lam(logit), owner_t, scoring.total_lambda_max(self.frame))
             beta = self.frame.beta(base[owner_t], h_neg, h[owner_t], hedged_t)
         return Slots(base, owner_t, phrases, hedged_t, h_neg, lam, tau, negated, logit, beta)
 
     # ------------------------------------------------------------------------------------------ scoring
     def score_matrix(self, text: TextBatch, images: np.ndarray) -> np.ndarray:
         """(N, M) scores, ``lambda`` from the caption alone. Rows of non-negated captions equal plain CLIP's."""
+        images = self._check(text, images, "Glasses.score_matrix")
         return scoring.caption_only_scores(text, images, self.slots(text), self.logit_scale, self.clamp)
 
     def query_vectors(self, text: TextBatch, s: Slots) -> tuple[np.ndarray, np.ndarray]:
@@ -194,16 +213,25 @@ class Glasses(nn.Module):
         Returns q (N, D) = ``b - sum_p lambda_p h_neg_p`` (``h`` for captions without slots) and c (N,) =
         ``sum_p lambda_p tau_p``: one query vector per caption, so the score fits a vector index.
         """
+        check_batch(text, self.config.embed_dim, "Glasses.query_vectors")
         return scoring.query_vectors(text, s, self.clamp)
 
     def score_pairs(self, text: TextBatch, images: np.ndarray) -> np.ndarray:
         """(N,) caption i with image i, ``lambda`` conditioned on image i."""
+        images = self._check(text, images, "Glasses.score_pairs", pairs=True)
         return scoring.pair_scores(text, images, self.slots(text), self.frame, self.logit_scale, self.clamp)
 
     def rerank(self, text: TextBatch, images: np.ndarray, k: int = 20) -> np.ndarray:
         """(N, M) scores: caption-only for every image, image-conditioned for each negated caption's top k
         (see :func:`sayno.glasses.scoring.rerank_scores`; only the order within a row is meaningful)."""
+        images = self._check(text, images, "Glasses.rerank")
+        k = check_rerank_k(k, "Glasses.rerank") or 0
         return scoring.rerank_scores(text, images, self.slots(text), self.frame, self.logit_scale, self.clamp, k)
+
+    def _check(self, text: TextBatch, images: np.ndarray, where: str, pairs: bool = False) -> np.ndarray:
+        """One-line InputErrors for a bad TextBatch or image features ((M, D); (N, D) for ``pairs``)."""
+        check_batch(text, self.config.embed_dim, where)
+        return check_features(images, self.config.embed_dim, where, rows=len(text.texts) if pairs else None)
 
     def explain(self, texts: Sequence[str], layers: np.ndarray | None = None,
                 h: np.ndarray | None = None) -> list[dict]:
@@ -228,6 +256,9 @@ def load_glasses(path: str | Path, backbone, *, detector: str | None = None, nam
     :class:`sayno.checkpoint.CheckpointError` for another format, or a missing, unexpected, wrong-shaped or
     non-finite tensor. ``detector`` overrides the stored detector mode ("lexical", "learned", "and", "or").
     """
+    if backbone is None or not hasattr(backbone, "fingerprint"):
+        raise InputError(f"load_glasses: backbone must be the Backbone the checkpoint was trained on "
+                         f"(load_glasses(path, sayno.load(spec))), got {type(backbone).__name__}")
     saved = read_glasses_checkpoint(path, backbone)
     config = saved.config
     if detector is not None:

@@ -8,6 +8,11 @@ workers spinning while numpy's BLAS multiplies right after, which made scoring 3
 - :func:`caption_only_scores`: (N, M), ``lambda`` from the caption alone.
 - :func:`pair_scores`: (N,), caption i with image i, ``lambda`` conditioned on the image.
 - :func:`rerank_scores`: caption-only scores, each negated caption's top k re-ordered with the image.
+
+Every path bounds a caption's total repulsion (:func:`bound_lambda`): its lambdas sum to at most
+``PHRASES_AT_FULL_STRENGTH * lambda_max`` (2 x 2 = 4 for the shipped Glasses), so repeating or piling up
+negated phrases cannot push a score without bound, while a caption with one or two phrases (each lambda <
+lambda_max) is never touched.
 """
 
 from __future__ import annotations
@@ -21,6 +26,24 @@ from sayno.base.scoring import TextBatch
 from sayno.glasses.config import GlassesError
 from sayno.glasses.modules import Frame, glasses_logits, glasses_pair_logits
 from sayno.runtime import torch_threads
+
+#: A caption's lambdas sum to at most this many times ``lambda_max`` (see :func:`bound_lambda`).
+PHRASES_AT_FULL_STRENGTH = 2
+
+
+def total_lambda_max(frame: Frame) -> float:
+    """The most a caption's lambdas may sum to: ``PHRASES_AT_FULL_STRENGTH * frame.lambda_max``."""
+    return PHRASES_AT_FULL_STRENGTH * float(frame.lambda_max)
+
+
+def bound_lambda(lam: torch.Tensor, owner: torch.Tensor, limit: float) -> torch.Tensor:
+    """``lam`` (P,) or (P, K) per slot (and image), scaled down per caption (``owner`` (P,)) so that each
+    caption's total, per image column, is at most ``limit``; totals within the limit are returned unchanged."""
+    if not len(owner):
+        return lam
+    total = torch.zeros((int(owner.max()) + 1, *lam.shape[1:]), dtype=lam.dtype).index_add_(0, owner, lam)
+    scale = torch.where(total > limit, limit / total.clamp_min(1e-12), torch.ones_like(total))
+    return lam * scale[owner]
 
 
 @dataclass
@@ -97,7 +120,8 @@ def pair_scores(text: TextBatch, images: np.ndarray, slots: Slots, frame: Frame,
     with torch.no_grad(), torch_threads(1):
         logit, tau = frame.image_params_pairs(slots.base[owner], slots.h_neg, img[owner], slots.text_logit,
                                               slots.tau)
-        mod = glasses_pair_logits(slots.base, img, slots.h_neg, frame.lam(logit), owner, tau, logit_scale, clamp,
+        lam = bound_lambda(frame.lam(logit), owner, total_lambda_max(frame))
+        mod = glasses_pair_logits(slots.base, img, slots.h_neg, lam, owner, tau, logit_scale, clamp,
                                   slots.beta).numpy()
     rows = np.unique(owner.numpy())
     out[rows] = mod[rows].astype(out.dtype)
@@ -137,7 +161,8 @@ def _refined_row(slots: Slots, frame: Frame, row: int, images: torch.Tensor, log
     with torch.no_grad(), torch_threads(1):
         logit, tau = frame.image_params(slots.base[[row] * len(sel)], slots.h_neg[sel], images,
                                         slots.text_logit[sel], slots.tau[sel])  # (p, k) each
-        return glasses_logits(base, images, slots.h_neg[sel], frame.lam(logit),
-                              torch.zeros(len(sel), dtype=torch.long), tau, logit_scale, clamp,
+        first = torch.zeros(len(sel), dtype=torch.long)
+        lam = bound_lambda(frame.lam(logit), first, total_lambda_max(frame))
+        return glasses_logits(base, images, slots.h_neg[sel], lam, first, tau, logit_scale, clamp,
                               slots.beta[sel])[0].numpy()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ from sayno.base.training import (
 )
 from sayno.config import from_mapping
 from sayno.data import report_bad_rows
+from sayno.errors import InputError
 from sayno.glasses.config import GlassesConfig
 from sayno.glasses.data import FeatureSet, Sources, build_features, train_val_sources
 from sayno.glasses.model import Glasses
@@ -73,6 +75,24 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.epochs = tuple(int(e) for e in self.epochs)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`~sayno.errors.InputError` (one line) for a setting that would train on nothing."""
+        if len(self.epochs) != len(STAGES) or any(e < 0 for e in self.epochs) or not any(self.epochs):
+            raise InputError(f"epochs must be {len(STAGES)} counts >= 0 ({', '.join(STAGES)}), not all 0; "
+                             f"got {self.epochs}")
+        checks = (("fraction", 0 < self.fraction <= 1, "in (0, 1]"),
+                  ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+                  ("lr", self.lr > 0, "> 0"), ("detector_lr", self.detector_lr > 0, "> 0"),
+                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("patience", self.patience >= 0, ">= 0"),
+                  ("min_steps", self.min_steps >= 0, ">= 0"), ("threads", self.threads >= 1, ">= 1"),
+                  ("lens_weight", self.lens_weight >= 0, ">= 0"),
+                  ("presence_weight", self.presence_weight >= 0, ">= 0"),
+                  ("batch_groups", self.batch_groups is None or self.batch_groups >= 1, ">= 1"))
+        for name, ok, expected in checks:
+            if not ok:
+                raise InputError(f"{name} must be {expected}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -472,8 +492,37 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
     Runs on ``train.threads`` torch threads and restores the caller's setting afterwards.
     """
     settings = train or TrainConfig()
+    settings.validate()
+    out = check_output_file(out)
+    if config is not None:
+        check_model_config(config)
     with torch_threads(settings.threads):
-        return _train(backbone, data, Path(out), config, settings, val_data, resume, cache, log, progress)
+        return _train(backbone, data, out, config, settings, val_data, resume, cache, log, progress)
+
+
+def check_output_file(out: str | Path) -> Path:
+    """``out`` as a checkpoint path that can be written: not a folder, its folder creatable and writable.
+
+    Checked before any work (a run must not fail after training). Raises :class:`~sayno.errors.InputError`."""
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; --out is the checkpoint file to write (e.g. {out / 'glasses.safetensors'})")
+    parent = out.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise InputError(f"{out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot write into {existing} (permission denied)")
+    return out
+
+
+def check_model_config(config: GlassesConfig) -> None:
+    """Raise :class:`~sayno.errors.InputError` for model sizes that cannot train (``hidden`` 0, ...)."""
+    for name in ("hidden", "detector_hidden"):
+        if int(getattr(config, name)) < 1:
+            raise InputError(f"{name} must be >= 1, got {getattr(config, name)!r}")
+    if not config.lambda_max > 0:
+        raise InputError(f"lambda_max must be > 0, got {config.lambda_max!r}")
 
 
 def _train(backbone, data: str | Path | Sources, out: Path, config: GlassesConfig | None, settings: TrainConfig,
@@ -485,8 +534,8 @@ def _train(backbone, data: str | Path | Sources, out: Path, config: GlassesConfi
     prepared = _prepare_data(backbone, data, val_data, config, settings, cache, progress, log)
     key = run_key(asdict(config), asdict(settings), backbone.fingerprint, sorted(prepared.train.files),
                   len(prepared.train.captions), RESUME_FORMAT)
+    torch.manual_seed(settings.seed)  # before the model is built: its initial weights depend on it
     run = _Run(backbone, config, settings, prepared, ResumeFile(Path(str(out) + ".partial"), key), log)
-    torch.manual_seed(settings.seed)
     state = _saved_state(run.resume, resume, log)
     if state is not None:
         run.restore(state)

@@ -42,29 +42,37 @@ from sayno.checkpoint import Envelope, atomic_path, read_header
 from sayno.data.errors import BadRow
 from sayno.data.images import IMAGE_EXTENSIONS, to_rgb, walk_images
 from sayno.glasses.checkpoint import FORMAT as GLASSES_FORMAT
+from sayno.glasses.training_free import TRAINING_FREE, TrainingFreeGlasses, is_training_free
+from sayno.glasses.training_free import identity as training_free_identity
 from sayno.runtime import torch_threads
+from sayno.search.ann import build_coarse, check_kind, index_info
+from sayno.search.milvus import MilvusStore, check_backend, collection_name
+from sayno.search.shards import NpyRows, VectorSpool, incoming_path, merge_to_file, remove_leftovers
 from sayno.search.store import (
     FORMAT,
     FORMAT_VERSION,
+    MANIFEST,
+    POINTER,
     FileTable,
     IndexBackboneMismatch,
     IndexData,
     IndexMismatch,
     SearchError,
+    current_version,
     is_index,
     read_index,
+    recorded_versions,
     write_version,
     writer_lock,
 )
-
 
 
 @dataclass
 class IndexConfig:
     """How to build an index.
 
-    model: backbone spec. glasses: a Glasses checkpoint, ``"auto"`` (the shipped one for ``embedded``, none
-    otherwise) or ``None``. rebuild: ignore (and replace) an existing index even if it was built with another
+    model: backbone spec. glasses: a Glasses checkpoint, ``"auto"`` (the shipped one for ``embedded``, the
+    training-free Glasses otherwise), ``"training-free"`` or ``None``/``"none"``. rebuild: ignore (and replace) an existing index even if it was built with another
     model, Glasses checkpoint or folder. batch_size: images per forward pass; num_workers: decoding processes.
     """
 
@@ -75,6 +83,9 @@ class IndexConfig:
     batch_size: int = 64
     num_workers: int = 0
     rebuild: bool = False
+    index: str = "auto"  # flat | ivf | auto (sayno.search.ann)
+    backend: str = "faiss"  # faiss | milvus (sayno.search.milvus; needs uri)
+    uri: str | None = None  # milvus: ./photos.db (Milvus Lite) or http://host:19530
 
 
 @dataclass
@@ -91,20 +102,28 @@ class BuildReport:
     bad: list[BadRow] = field(default_factory=list)
     seconds: float = 0.0
     processes: int = 1
+    glasses: str = ""  # the Glasses negated queries will use: "CLIPGlasses", "CLIPGlasses (training-free)", ""
+    index_kind: str = ""  # "flat" or "ivf" (sayno.search.ann)
+    backend: str = "faiss"
+    notes: list[str] = field(default_factory=list)  # how the index was chosen, fallbacks
 
     def summary(self) -> str:
+        using = f"; negated queries: {self.glasses}" if self.glasses else "; no Glasses: plain CLIP only"
+        kind = f" ({self.index_kind} index{', milvus' if self.backend == 'milvus' else ''})" if self.index_kind else ""
         return (f"{self.total} images indexed ({self.encoded} encoded, {self.reused} reused, {self.removed} "
-                f"removed, {len(self.bad)} unreadable) in {self.seconds:.1f} s -> {self.index}")
+                f"removed, {len(self.bad)} unreadable) in {self.seconds:.1f} s -> {self.index}{kind}{using}")
 
 
 # ------------------------------------------------------------------------------------------ identities
-def resolve_glasses(glasses: str | os.PathLike | None, model: str) -> Path | None:
-    """``"auto"``: the shipped checkpoint for ``model`` (``embedded`` only), else None; ``"none"``/None: None;
-    else the path."""
+def resolve_glasses(glasses: str | os.PathLike | None, model: str) -> Path | str | None:
+    """``"auto"``: the shipped checkpoint for ``model`` (``embedded`` only), else ``"training-free"`` (the
+    training-free Glasses, :mod:`sayno.glasses.training_free`); ``"none"``/None: None; else the path."""
     if glasses is None or str(glasses).lower() == "none":
         return None
+    if is_training_free(glasses):
+        return TRAINING_FREE
     if str(glasses) == "auto":
-        return shipped_weights("glasses", model)
+        return shipped_weights("glasses", model) or TRAINING_FREE
     path = Path(glasses).expanduser()
     if not path.is_file():
         raise SearchError(f"{path}: no such Glasses checkpoint")
@@ -120,11 +139,14 @@ def file_sha1(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def glasses_identity(path: Path | None, backbone) -> dict | None:
+def glasses_identity(path: Path | str | None, backbone) -> dict | None:
     """``{"path", "sha1"}`` of a Glasses checkpoint, after checking (from its header) that it is one and was
-    trained on ``backbone`` (:class:`sayno.errors.BackboneMismatch` otherwise)."""
+    trained on ``backbone`` (:class:`sayno.errors.BackboneMismatch` otherwise); for ``"training-free"`` its
+    identity (kind, version, settings; the calibration is added at the end of the build)."""
     if path is None:
         return None
+    if is_training_free(path):
+        return training_free_identity()
     envelope = read_header(path)
     if envelope.format != GLASSES_FORMAT:
         raise SearchError(f"{path}: not a Glasses checkpoint (format {envelope.format!r})")
@@ -147,6 +169,8 @@ def check_compatible(index: IndexData, fingerprint: str, glasses: dict | None, w
 
 
 def _glasses_name(identity: dict | None) -> str:
+    if is_training_free(identity):
+        return f"training-free Glasses (version {identity.get('version')})"
     return f"{identity['path']} (sha1 {identity['sha1'][:12]})" if identity else "no Glasses"
 
 
@@ -225,8 +249,9 @@ class _Part:
 
 
 def _encode_jobs(backbone, files: Sequence[Path], jobs: Sequence[int], known: frozenset[str], cfg: IndexConfig,
-                 progress: bool) -> _Part:
-    part = _Part()
+                 progress: bool, vectors: VectorSpool | None = None) -> _Part:
+    """Read, decode and encode ``jobs``; new vectors go to ``vectors`` (a spool on disk) or a list."""
+    part = _Part(vectors=[] if vectors is None else vectors)
     data = _ReadDecode([files[j] for j in jobs], backbone.preprocess, known)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                          collate_fn=_as_list, shuffle=False)
@@ -304,52 +329,141 @@ def _load_part(path: Path) -> _Part:
 
 # ------------------------------------------------------------------------------------------ the build
 def build_index(folder: str | os.PathLike, out: str | os.PathLike, config: IndexConfig | None = None, *,
-                backbone=None, progress: bool = True, threads: int | None = None) -> BuildReport:
+                backbone=None, progress: bool = True, threads: int | None = None, force: bool = False
+                ) -> BuildReport:
     """Index (or update the index of) every image under ``folder`` into ``out``.
 
     ``backbone``: an already loaded backbone (else ``config.model`` is loaded). ``threads``: torch threads
-    while building (restored afterwards; None: leave the setting alone). Raises :class:`SearchError` for a
-    missing folder or one without images, :class:`IndexMismatch` when ``out`` holds an index of another
-    backbone (an :class:`IndexBackboneMismatch`), Glasses checkpoint or folder (unless ``config.rebuild``).
+    while building, >= 1 (restored afterwards; None: leave the setting alone). ``force``: allow an ``out``
+    that is the image folder, inside it, or a non-empty folder that is not an index (the index never removes
+    anything it did not write). Raises :class:`SearchError` for bad arguments (before any work), a missing
+    folder or one without images, another build writing ``out`` (the writer lock is held for the whole build),
+    and :class:`IndexMismatch` when ``out`` holds an index of another backbone (an
+    :class:`IndexBackboneMismatch`), Glasses checkpoint or folder (unless ``config.rebuild``).
     """
+    cfg = config if config is not None else IndexConfig()
+    check_config(cfg)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise SearchError(f"threads={threads!r}: give a number of threads >= 1 (or None for torch's default)")
+    folder, out = Path(folder).expanduser().resolve(), Path(out).expanduser().resolve()
+    if not folder.is_dir():
+        raise SearchError(f"{folder}: no such image folder")
+    check_out(folder, out, force)
+    resolve_glasses(cfg.glasses, cfg.model)  # a missing checkpoint fails before the model loads
+    if cfg.backend == "milvus":  # a Milvus that does not answer fails before any work
+        MilvusStore(cfg.uri).close()
     with torch_threads(threads):
-        return _build(Path(folder).resolve(), Path(out).resolve(), config or IndexConfig(), backbone, progress)
+        return _build(folder, out, cfg, backbone, progress)
+
+
+def check_config(cfg: IndexConfig) -> None:
+    """:class:`SearchError` for a config that cannot build anything."""
+    if not isinstance(cfg, IndexConfig):
+        raise SearchError(f"config must be an IndexConfig, not {type(cfg).__name__}")
+    for name, low in (("batch_size", 1), ("num_workers", 0)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SearchError(f"{name}={value!r}: give an integer >= {low}")
+    if not isinstance(cfg.model, str) or not cfg.model:
+        raise SearchError(f"model={cfg.model!r}: give a backbone spec such as 'embedded'")
+    check_kind(cfg.index)
+    check_backend(cfg.backend, cfg.uri)
+    if cfg.backend == "milvus" and cfg.uri is None:
+        raise SearchError("--backend milvus needs --uri: a Milvus Lite file (./photos.db) or a server "
+                          "(http://host:19530)")
+
+
+def check_out(folder: Path, out: Path, force: bool = False) -> None:
+    """:class:`SearchError` unless ``out`` (absolute) can hold the index of ``folder`` (absolute): a file, a
+    missing parent folder, the image folder itself or a folder inside it, and a non-empty folder that is not
+    a sayno index are refused (the last two unless ``force``)."""
+    if out.exists() and not out.is_dir():
+        raise SearchError(f"{out}: is a file; --out names the folder that holds the index")
+    if not out.parent.is_dir():
+        raise SearchError(f"{out.parent}: no such folder (create it first; --out names the index folder)")
+    if force:
+        return
+    if out == folder or out.is_relative_to(folder):
+        raise SearchError(f"{out}: is {'the image folder' if out == folder else 'inside the image folder'} "
+                          f"{folder}; give an --out outside it (or --force)")
+    looks_like_index = (out / POINTER).is_file() or (out / MANIFEST).is_file()  # damaged ones too: --rebuild
+    if out.is_dir() and not looks_like_index and any(p.name != ".lock" for p in out.iterdir()):
+        raise SearchError(f"{out}: a folder with other files that is not a sayno index; give a new or empty "
+                          "folder as --out (or --force to keep the index beside them)")
 
 
 def _build(folder: Path, out: Path, cfg: IndexConfig, backbone, progress: bool) -> BuildReport:
     t0 = time.perf_counter()
     rank, world, own_group = _dist_info(cfg.device)
-    if backbone is None:
-        backbone = load(cfg.model, device=_rank_device(cfg.device, world), precision=cfg.precision)
-    glasses = glasses_identity(resolve_glasses(cfg.glasses, cfg.model), backbone)
-
     rows, bad = scan_folder(folder)
     if not rows and not bad:
         kinds = ", ".join(sorted(ext[1:] for ext in IMAGE_EXTENSIONS))
         raise SearchError(f"{folder}: no images ({kinds}) in this folder or below it")
-    old = _previous(out, folder, backbone.fingerprint, glasses, cfg.rebuild)
-    keep, todo, known_ids = _plan(rows, old)
-    files = [folder / r[0] for r in rows]
-    part = _encode_jobs(backbone, files, todo[rank::world], frozenset(known_ids), cfg, progress and rank == 0)
+    with _rank0_lock(out, rank, world):
+        if backbone is None:
+            backbone = load(cfg.model, device=_rank_device(cfg.device, world), precision=cfg.precision)
+        glasses = glasses_identity(resolve_glasses(cfg.glasses, cfg.model), backbone)
+        old = _previous(out, folder, backbone.fingerprint, glasses, cfg.rebuild)
+        keep, todo, known_ids = _plan(rows, old)
+        files = [folder / r[0] for r in rows]
+        report = BuildReport(out, "", folder, 0, 0, 0, 0, bad, 0.0, world)
+        if rank == 0:
+            remove_leftovers(out)  # files of interrupted builds (rank 0 holds the writer lock)
+        # one process: new vectors are spooled to disk as they are encoded (sayno.search.shards)
+        spool = VectorSpool(incoming_path(out, ".spool"), backbone.embed_dim) if world == 1 else None
+        try:
+            part = _encode_jobs(backbone, files, todo[rank::world], frozenset(known_ids), cfg,
+                                progress and rank == 0, vectors=spool)
+            if world == 1:
+                report = _merge(out, folder, rows, keep, old, known_ids, [part], bad, backbone, glasses, cfg, world)
+        finally:
+            if spool is not None:
+                spool.close()
+        if world > 1:
+            with _shared_parts(out, rank, world) as parts_dir:
+                _save_part(parts_dir / f"rank-{rank}.npz", part, backbone.embed_dim)
+                _barrier(world)
+                if rank == 0:
+                    parts = [_load_part(parts_dir / f"rank-{r}.npz") for r in range(world)]
+                    report = _merge(out, folder, rows, keep, old, known_ids, parts, bad, backbone, glasses, cfg,
+                                    world)
+            report = _broadcast(report, world)
+    if own_group:
+        import torch.distributed as dist
 
-    report = BuildReport(out, "", folder, 0, 0, 0, 0, bad, 0.0, world)
-    if world == 1:
-        report = _merge(out, folder, rows, keep, old, known_ids, [part], bad, backbone, glasses, cfg, world)
-    else:
-        with _shared_parts(out, rank, world) as parts_dir:
-            _save_part(parts_dir / f"rank-{rank}.npz", part, backbone.embed_dim)
-            _barrier(world)
-            if rank == 0:
-                parts = [_load_part(parts_dir / f"rank-{r}.npz") for r in range(world)]
-                report = _merge(out, folder, rows, keep, old, known_ids, parts, bad, backbone, glasses, cfg,
-                                world)
-        report = _broadcast(report, world)
-        if own_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        dist.destroy_process_group()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@contextlib.contextmanager
+def _rank0_lock(out: Path, rank: int, world: int) -> Iterator[None]:
+    """Rank 0 holds ``out``'s writer lock for the whole build (every rank learns if it could not). A folder
+    this build created is removed again when the build fails before writing an index."""
+    created = not out.exists()
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if rank == 0:
+            try:
+                stack.enter_context(writer_lock(out))
+            except SearchError as e:
+                refused = str(e)
+        refused = _broadcast(refused, world)
+        if refused is not None:
+            raise SearchError(refused)
+        try:
+            yield
+        except BaseException:
+            if rank == 0 and created and not is_index(out):
+                stack.close()
+                _remove_empty_index_folder(out)
+            raise
+
+
+def _remove_empty_index_folder(out: Path) -> None:
+    with contextlib.suppress(OSError):
+        (out / ".lock").unlink(missing_ok=True)
+        out.rmdir()
 
 
 def _rank_device(device: str, world: int) -> str:
@@ -396,9 +510,9 @@ def _plan(rows: list[tuple[str, int, int]], old: IndexData | None
 def _previous(out: Path, folder: Path, fingerprint: str, glasses: dict | None, rebuild: bool
               ) -> IndexData | None:
     """The live version of ``out`` to update (None: start over), after checking it fits."""
-    if not is_index(out) or rebuild:
+    if rebuild or not (out / POINTER).exists():
         return None
-    old = read_index(out)
+    old = read_index(out)  # a damaged index is a SearchError that says to rebuild
     check_compatible(old, fingerprint, glasses, str(out))
     if old.root != folder:
         raise IndexMismatch(f"{out} indexes {old.root}, not {folder}: use another --out, or --rebuild")
@@ -433,17 +547,13 @@ def _merge(out: Path, folder: Path, rows, keep: dict[int, int], old: IndexData |
     if not ok.any():
         raise SearchError(f"{folder}: none of its {n} image files could be read ({bad[0] if bad else ''})")
     keep_rows = np.flatnonzero(ok)
-    old_feats = old.features(source[keep_rows][source[keep_rows] >= 0]) if old is not None else None
-    feats = np.empty((len(keep_rows), dim), np.float32)
-    o = 0
-    for r, i in enumerate(keep_rows):
-        if source[i] >= 0:
-            feats[r] = old_feats[o]
-            o += 1
-        else:
-            feats[r] = new_vec[i]
+    # streamed to a file in path order, a chunk at a time; write_version moves it into the version
+    feats = merge_to_file(incoming_path(out), keep_rows, source, _old_rows(old), new_vec, dim)
     table = FileTable.from_rows([(rows[i][0], rows[i][1], rows[i][2], sha[i]) for i in keep_rows])
     removed = len(set(old.files.path.tolist()) - {rows[i][0] for i in keep_rows}) if old is not None else 0
+    if is_training_free(glasses):  # calibrated on the indexed vectors, stored with the index
+        glasses = TrainingFreeGlasses.from_backbone(backbone, reference_images=np.load(feats, mmap_mode="r")
+                                                    ).identity()
     envelope = Envelope(
         FORMAT, FORMAT_VERSION, backbone.fingerprint, backbone.spec, asdict(cfg),
         {"embed_dim": dim, "logit_scale": float(backbone.logit_scale), "glasses": glasses, "root": str(folder),
@@ -451,7 +561,58 @@ def _merge(out: Path, folder: Path, rows, keep: dict[int, int], old: IndexData |
          "build": {"encoded": encoded, "reused": int(len(keep_rows) - encoded), "removed": removed,
                    "processes": world},
          "bad": [{"path": b.file, "reason": b.reason} for b in bad]})
-    with writer_lock(out):
-        version = write_version(out, feats, table, envelope)
-    return BuildReport(out, version, folder, len(keep_rows), encoded, int(len(keep_rows) - encoded), removed,
-                       bad, 0.0, world)
+    writers = _IndexWriters(out, cfg, old, source[keep_rows])
+    try:  # the caller holds the writer lock
+        version = write_version(out, feats, table, envelope, coarse=writers.coarse, publish=writers.publish)
+        writers.drop_stale()
+    finally:
+        writers.close()
+        feats.unlink(missing_ok=True)  # moved into the version unless the write failed
+    name = "" if glasses is None else glasses.get("name", "CLIPGlasses")
+    report = BuildReport(out, version, folder, len(keep_rows), encoded, int(len(keep_rows) - encoded), removed,
+                         bad, 0.0, world, name)
+    report.index_kind, report.backend, report.notes = writers.kind, cfg.backend, writers.notes
+    return report
+
+
+def _old_rows(old: IndexData | None):
+    """The previous version's vectors, read through the file (:class:`NpyRows`) when it is still there."""
+    if old is None:
+        return None
+    path = old.folder / "vectors.npy"
+    return NpyRows(path) if path.is_file() else old.vectors
+
+
+class _IndexWriters:
+    """The coarse index (:func:`sayno.search.ann.build_coarse`: flat or IVF, keeping the previous version's
+    cells when they fit) and, for the milvus backend, the upload of a version before it goes live."""
+
+    def __init__(self, out: Path, cfg: IndexConfig, old: IndexData | None, source: np.ndarray):
+        self.out, self.cfg, self.old, self.source = out, cfg, old, source
+        self.kind, self.notes = "", []
+        self.store = MilvusStore(cfg.uri) if cfg.backend == "milvus" else None
+
+    def coarse(self, vectors: np.ndarray) -> tuple[object, dict]:
+        old = self.old
+        index, info, reason = build_coarse(
+            vectors, self.cfg.index, previous=old.coarse if old is not None else None,
+            previous_info=index_info(old) if old is not None else None,
+            previous_version=old.version if old is not None else "", source=self.source)
+        self.kind = info["kind"]
+        self.notes.append(reason)
+        return index, {"index": info}
+
+    def publish(self, version: str, vectors: np.ndarray) -> dict:
+        if self.store is None:
+            return {"backend": {"kind": "faiss"}}
+        return {"backend": self.store.upload(collection_name(self.out, version), vectors)}
+
+    def drop_stale(self) -> None:
+        """Drop this index's Milvus collections of versions no longer on disk (best effort)."""
+        if self.store is not None:
+            with contextlib.suppress(SearchError):
+                self.store.drop_stale(self.out, set(recorded_versions(self.out)) | {current_version(self.out)})
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()

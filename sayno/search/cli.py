@@ -1,6 +1,6 @@
 """Search commands, added to the ``sayno`` app by :func:`register`:
 
-    sayno index build DIR --out INDEX [--model SPEC] [--glasses CKPT|auto|none] [--workers N] [--rebuild]
+    sayno index build DIR --out INDEX [--model SPEC] [--glasses CKPT|auto|none] [--workers N] [--rebuild] [--force]
     sayno search INDEX "a beach with no people" [-k 20] [--json] [--mode auto|clip] [--rerank 20]
 
 ``sayno index build`` under ``torchrun --nproc_per_node N`` encodes with N processes into one index.
@@ -20,6 +20,7 @@ from rich.table import Table
 from sayno.cliutil import MODEL_HELP, console, err, guard, subgroup
 from sayno.runtime import torch_threads
 from sayno.search.build import BuildReport, IndexConfig, build_index
+from sayno.search.milvus import check_backend
 from sayno.search.query import Searcher, SearchResult, validate_query
 from sayno.search.store import read_index
 
@@ -30,22 +31,32 @@ def index_build(
     folder: Path = typer.Argument(..., help="Folder of images (jpg, png, webp, bmp; searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to create or update."),
     model: str = typer.Option("embedded", "--model", "-m", help=MODEL_HELP),
-    glasses: str = typer.Option("auto", help="CLIPGlasses checkpoint; auto = the shipped one for embedded; none."),
+    glasses: str = typer.Option("auto", help="CLIPGlasses checkpoint; training-free; auto = the shipped one "
+                                 "for embedded, training-free for other backbones; none."),
     batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, min=0, help="Decoding processes (0: decode in the main process)."),
     device: str = typer.Option("cpu", help="cpu, cuda, ... (under torchrun: cuda = cuda:LOCAL_RANK)."),
     rebuild: bool = typer.Option(False, help="Start from scratch, even over an index of another model."),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
-    threads: int = typer.Option(0, min=0, help="torch threads per process (0: torch's default; on a busy "
-                                "shared CPU 1 can be much faster, docs/RESULTS.md)."),
+    threads: int | None = typer.Option(None, min=1, help="torch threads per process (default: torch's; on a "
+                                       "busy shared CPU 1 can be much faster, docs/RESULTS.md)."),
+    force: bool = typer.Option(False, help="Allow an --out inside the image folder or a non-empty folder that "
+                               "is not an index (the index only ever removes what it wrote)."),
+    index: str = typer.Option("auto", "--index", help="flat (every vector scanned) | ivf (approximate, for "
+                              "millions) | auto (by collection size; docs/SEARCH.md)."),
+    backend: str = typer.Option("faiss", help="faiss (in the index folder) | milvus (also uploaded to --uri)."),
+    uri: str | None = typer.Option(None, help="Milvus: a Milvus Lite file (./photos.db) or a server "
+                                   "(http://host:19530)."),
 ) -> None:
     """Index a folder (incremental: a re-run encodes only new or changed files and drops deleted ones)."""
     cfg = IndexConfig(model=model, glasses=glasses, device=device, batch_size=batch_size, num_workers=workers,
-                      rebuild=rebuild)
-    report = guard(build_index, folder, out, cfg, progress=not as_json, threads=threads)
+                      rebuild=rebuild, index=index, backend=backend, uri=uri)
+    report = guard(build_index, folder, out, cfg, progress=not as_json, threads=threads, force=force)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     _print_bad(report)
+    for note in report.notes:
+        err.print(f"[yellow]note:[/] {note}")
     if as_json:
         sys.stdout.write(json.dumps(_report_dict(report), indent=1) + "\n")
     else:
@@ -76,12 +87,16 @@ def search(
     glasses: str | None = typer.Option(None, help="Glasses checkpoint (default: the index's); none."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     threads: int = typer.Option(1, min=1, help="CPU threads for torch and faiss (1: fastest for one query)."),
+    backend: str | None = typer.Option(None, help="faiss | milvus (default: where the index was built to be "
+                                       "searched)."),
+    uri: str | None = typer.Option(None, help="Milvus address, when not the one the index was built with."),
 ) -> None:
     """Search an index: the Glasses score when the query negates, plain CLIP otherwise."""
     guard(validate_query, query, k)  # bad input fails before any model is loaded
     guard(read_index, index)
+    guard(check_backend, backend, uri)
     with torch_threads(threads):  # the model loads with the same threads as the search
-        searcher = guard(Searcher, index, model=model, glasses=glasses, threads=threads)
+        searcher = guard(Searcher, index, model=model, glasses=glasses, threads=threads, backend=backend, uri=uri)
         result = guard(searcher.search, query, k, mode=mode, rerank=rerank)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
@@ -92,7 +107,7 @@ def search(
 def _print_result(result: SearchResult) -> None:
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}")
-    how = "CLIPGlasses" if result.method == "glasses" else "plain CLIP"
+    how = (result.glasses or "CLIPGlasses") if result.method == "glasses" else "plain CLIP"
     if result.method == "glasses":
         how += " (leaving out: " + ", ".join(f"{p['phrase']} lambda={p['lambda']:.2f}" for p in result.phrases) + ")"
     table = Table(title=f"{result.query!r}: {how}, {result.index_size} images, {result.ms:.0f} ms")

@@ -19,6 +19,7 @@ index"). ``threads=None`` (the default) leaves the libraries' settings alone.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -30,10 +31,15 @@ import numpy as np
 from sayno.backbones import load
 from sayno.backbones.base import TruncationWarning
 from sayno.base.scoring import TextBatch
-from sayno.glasses import load_glasses
-from sayno.glasses.lexical import analyse
+from sayno.cliutil import first_line
+from sayno.glasses import Calibration, TrainingFreeGlasses, load_glasses
+from sayno.glasses.analysis import analyse
+from sayno.glasses.training_free import identity as training_free_identity
+from sayno.glasses.training_free import is_training_free
 from sayno.runtime import torch_threads
+from sayno.search.ann import index_info
 from sayno.search.build import check_compatible, file_sha1
+from sayno.search.milvus import MilvusCoarse, attach, check_backend
 from sayno.search.store import IndexData, IndexMismatch, SearchError, current_version, read_index
 
 MAX_QUERY_CHARS = 1000
@@ -44,13 +50,15 @@ MODES = ("auto", "clip")
 @dataclass
 class Hit:
     """One result: ``path`` relative to the indexed folder, ``file`` absolute, ``score`` (higher = better;
-    logits on CLIP's scale), ``refined``: scored with the image-conditioned ``lambda``."""
+    logits on CLIP's scale), ``refined``: scored with the image-conditioned ``lambda``, ``sha1``: of the
+    file's bytes when it was indexed (the id ``sayno serve`` serves it by)."""
 
     rank: int
     path: str
     file: str
     score: float
     refined: bool = False
+    sha1: str = ""
 
 
 @dataclass
@@ -67,6 +75,7 @@ class SearchResult:
     index_size: int = 0
     version: str = ""
     ms: float = 0.0
+    glasses: str = ""  # the index's Glasses: "CLIPGlasses", "CLIPGlasses (training-free)" or "" (none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,14 +83,23 @@ class SearchResult:
 
 def validate_query(query: str | None, k: int) -> str:
     """The stripped query, or :class:`SearchError` for an empty or too long query or a bad ``k``."""
+    if query is not None and not isinstance(query, str):
+        raise SearchError(f"the query must be a str, not {type(query).__name__}")
+    _check_int("k", k, 1, MAX_K)
     q = " ".join((query or "").split())
     if not q:
         raise SearchError("empty query: type what the images should show, e.g. \"a beach with no people\"")
     if len(q) > MAX_QUERY_CHARS:
         raise SearchError(f"query too long ({len(q)} characters, at most {MAX_QUERY_CHARS})")
-    if not 1 <= int(k) <= MAX_K:
-        raise SearchError(f"k={k}: ask for 1 to {MAX_K} results")
     return q
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    """:class:`SearchError` unless ``value`` is an integer (not a bool) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SearchError(f"{name}={value!r}: give an integer from {low} to {high}")
+    if not low <= value <= high:
+        raise SearchError(f"{name}={value}: ask for {low} to {high}" + (" results" if name == "k" else ""))
 
 
 class Searcher:
@@ -90,29 +108,53 @@ class Searcher:
     index: the index folder. model: a backbone spec (default: the index's); backbone: an already loaded
     backbone (default: load ``model``). glasses: a checkpoint path, default the index's own, ``"none"`` for
     plain CLIP only. A backbone or checkpoint other than the index's raises :class:`IndexMismatch`.
-    threads: torch and faiss threads during each search (None: leave them alone; see the module docstring).
-    :meth:`refresh` (called by every search) switches to a newer version of the index when one was written.
+    threads: torch and faiss threads during each search, >= 1 (None: leave them alone; see the module
+    docstring). :meth:`refresh` (called by every search) switches to a newer version of the index when one was
+    written; when that version cannot be opened (damaged, another backbone) the searcher keeps answering from
+    the version it holds, with a note. Bad arguments are a :class:`SearchError` naming what was expected.
     """
 
     def __init__(self, index: str | Path, *, model: str | None = None, backbone=None,
-                 glasses: str | Path | None = None, device: str = "cpu", threads: int | None = None):
+                 glasses: str | Path | None = None, device: str = "cpu", threads: int | None = None,
+                 backend: str | None = None, uri: str | None = None):
+        if not isinstance(index, (str, os.PathLike)):
+            raise SearchError(f"index must be a folder path, not {type(index).__name__}")
+        for name, value in (("model", model), ("glasses", glasses)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise SearchError(f"{name} must be a str or a path, not {type(value).__name__}")
+        if not isinstance(device, str):
+            raise SearchError(f"device must be a str such as 'cpu', not {type(device).__name__}")
+        if threads is not None:
+            _check_int("threads", threads, 1, 4096)
         self.index_path = Path(index)
         self.threads = threads
-        data = read_index(self.index_path)
+        self.stale: str | None = None  # why the newest version on disk is not the one answering
+        self._failed = ""  # the version on disk that could not be opened (not tried again)
+        check_backend(backend, uri)
+        self._backend, self._uri, self._milvus = backend, uri, {}  # milvus connections by URI
+        data = self._open()
         self.backbone = backbone if backbone is not None else load(model or data.model, device=device)
         plain_only = glasses is not None and str(glasses).lower() == "none"
         self.glasses_identity = None if plain_only else self._glasses_identity(glasses, data)
         self._checked = data.glasses if plain_only else self.glasses_identity
         check_compatible(data, self.backbone.fingerprint, self._checked, str(self.index_path))
         self.glasses = None
-        if self.glasses_identity is not None:
+        if is_training_free(self.glasses_identity):  # calibrated at index build, on the indexed vectors
+            self.glasses = TrainingFreeGlasses(self.backbone, calibration=_stored_calibration(data))
+        elif self.glasses_identity is not None:
             self.glasses = load_glasses(self.glasses_identity["path"], self.backbone)
         self._data = data
         self._lock = threading.RLock()
         self._text_cache: dict[str, tuple[np.ndarray, list[str]]] = {}
 
+    def _open(self) -> IndexData:
+        """The live version, searching through Milvus when it was uploaded there (:mod:`sayno.search.milvus`)."""
+        return attach(read_index(self.index_path), self._milvus, self._backend, self._uri)
+
     def _glasses_identity(self, glasses: str | Path | None, data: IndexData) -> dict | None:
         stored = data.glasses
+        if is_training_free(glasses) or (glasses is None and is_training_free(stored)):
+            return training_free_identity()
         path = Path(glasses).expanduser().resolve() if glasses is not None else None
         if path is None:
             if stored is None:
@@ -134,15 +176,32 @@ class Searcher:
         return self._data
 
     def refresh(self) -> bool:
-        """Load the index's newest version if a build replaced it; True when it did."""
-        if current_version(self.index_path) == self._data.version:
+        """Load the index's newest version if a build replaced it; True when it did. When it cannot be loaded
+        (damaged, removed, built with another backbone or Glasses) the searcher keeps the version it holds
+        (its files stay readable) and :attr:`stale` says why."""
+        try:
+            live = current_version(self.index_path)
+        except SearchError as e:  # CURRENT damaged
+            self.stale = first_line(e)
+            return False
+        if live == self._data.version:
+            self.stale = None
+            return False
+        if live == self._failed:  # a version that could not be opened is not read again
             return False
         with self._lock:
-            if current_version(self.index_path) == self._data.version:
+            if live in (self._data.version, self._failed):
                 return False
-            data = read_index(self.index_path)
-            check_compatible(data, self.backbone.fingerprint, self._checked, str(self.index_path))
+            try:
+                data = self._open()
+                check_compatible(data, self.backbone.fingerprint, self._checked, str(self.index_path))
+            except SearchError as e:
+                self.stale, self._failed = first_line(e), live
+                return False
+            if isinstance(self.glasses, TrainingFreeGlasses):
+                self.glasses.calibration = _stored_calibration(data)
             self._data = data  # one assignment: a running search keeps the version it started with
+            self.stale = None
         return True
 
     # ------------------------------------------------------------------------------------------ text
@@ -175,11 +234,10 @@ class Searcher:
         """The top ``k`` images for ``query``. mode: "auto" (Glasses when the query negates something) or
         "clip" (always plain CLIP). rerank: re-order the top ``rerank`` with the image-conditioned lambda."""
         t0 = time.perf_counter()
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             raise SearchError(f"mode={mode!r}: use one of {MODES}")
         q = validate_query(query, k)
-        if rerank < 0 or rerank > MAX_K:
-            raise SearchError(f"rerank={rerank}: use 0 to {MAX_K}")
+        _check_int("rerank", rerank, 0, MAX_K)
         with torch_threads(self.threads):
             result = self._search(q, k, mode, rerank)
         result.ms = (time.perf_counter() - t0) * 1000
@@ -190,9 +248,13 @@ class Searcher:
         data = self._data
         layers, notes = self._encode(q)
         notes = list(notes)
+        if self.stale:
+            notes.append(f"answered from index version {data.version}: the newer one could not be opened "
+                         f"({self.stale})")
         text = TextBatch([q], layers[:, -1], layers)
         scale = float(self.backbone.logit_scale)
-        result = SearchResult(q, "clip", [], index_size=len(data), version=data.version, notes=notes)
+        result = SearchResult(q, "clip", [], index_size=len(data), version=data.version, notes=notes,
+                              glasses=self.glasses.name if self.glasses is not None else "")
         slots = None
         if self.glasses is not None:
             slots = self._slots(text)
@@ -216,8 +278,8 @@ class Searcher:
         keep = order >= 0
         order, scores, refined = order[keep][:k], scores[keep][:k], refined[keep][:k]
         root = data.root
-        result.hits = [Hit(r + 1, str(data.files.path[i]), str(root / str(data.files.path[i])), float(s), bool(f))
-                       for r, (i, s, f) in enumerate(zip(order, scores, refined))]
+        result.hits = [Hit(r + 1, str(data.files.path[i]), str(root / str(data.files.path[i])), float(s), bool(f),
+                           str(data.files.sha1[i])) for r, (i, s, f) in enumerate(zip(order, scores, refined))]
         return result
 
     def _glasses_search(self, text, slots, data: IndexData, kk: int, rerank: int):
@@ -249,11 +311,23 @@ class Searcher:
         return self.search(query, k, mode="clip"), self.search(query, k, mode="auto", rerank=rerank)
 
     def info(self) -> dict:
-        """What is open: index folder, version, size, indexed folder, backbone, Glasses path, unreadable files."""
+        """What is open: index folder, version, size, indexed folder, backbone, Glasses path, unreadable files,
+        and ``stale``: why a newer version on disk is not the one answering (None when it is)."""
         d = self._data
         return {"index": str(self.index_path), "version": d.version, "images": len(d), "root": str(d.root),
                 "model": d.model, "fingerprint": d.fingerprint,
-                "glasses": (self.glasses_identity or {}).get("path"), "bad_files": len(d.bad)}
+                "glasses": (self.glasses_identity or {}).get("path"),
+                "glasses_name": self.glasses.name if self.glasses is not None else None, "bad_files": len(d.bad),
+                "stale": self.stale, "index_kind": index_info(d).get("kind"),
+                "backend": "milvus" if isinstance(d.coarse, MilvusCoarse) else "faiss"}
+
+
+def _stored_calibration(data: IndexData) -> Calibration:
+    """The training-free calibration an index stored at build (:class:`SearchError` when it has none)."""
+    stored = (data.glasses or {}).get("calibration")
+    if not isinstance(stored, dict):
+        raise SearchError(f"{data.root}: the index has no training-free calibration: rebuild it (--rebuild)")
+    return Calibration.from_dict(stored)
 
 
 __all__ = ["MAX_K", "MAX_QUERY_CHARS", "Hit", "IndexMismatch", "SearchError", "SearchResult", "Searcher",

@@ -1,6 +1,7 @@
 """The ``sayno serve`` command, added to the ``sayno`` app by :func:`register`:
 
     sayno serve INDEX [--host 127.0.0.1] [--port 8000] [--clipn CKPT|auto|none] [--max-upload-mb 10]
+                      [--allow-host NAME ...]
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ def serve(
     glasses: str | None = typer.Option(None, help="Glasses checkpoint (default: the index's); none."),
     max_upload_mb: float = typer.Option(10.0, min=0.01, help="Largest accepted upload."),
     threads: int = typer.Option(1, min=1, help="CPU threads for torch and faiss (1: fastest for one query)."),
+    allow_host: list[str] = typer.Option([], "--allow-host", help="Another name the server is reached by (its "
+                                         "Host header; repeatable). localhost and --host always work."),
+    backend: str | None = typer.Option(None, help="faiss | milvus (default: as the index was built)."),
+    uri: str | None = typer.Option(None, help="Milvus address, when not the one the index was built with."),
 ) -> None:
     """A web page and HTTP API (OpenAPI at /docs): search, plain vs sayno side by side, class check."""
     cfg = ServeConfig(clipn=clipn, glasses=glasses, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                      threads=threads)
+                      threads=threads, host=host, port=port, allowed_hosts=tuple(allow_host), backend=backend,
+                      uri=uri)
     with torch_threads(threads):  # the models load with the threads the server uses
         app = guard(create_app, index, cfg)
         if host not in LOCAL_HOSTS:

@@ -1,5 +1,10 @@
 """The web layer of ``sayno serve``: FastAPI routes (one function each) over a :class:`Service`, the response
 models of the OpenAPI schema, and :func:`build_app`. Needs the serve extra (fastapi, python-multipart).
+
+No CPU work runs on the event loop: the heavy routes (search, compare, thumbnails, the class check) wait for a
+slot of their :class:`sayno.serve.guards.Gate` (``busy`` running, ``queue`` waiting, 503 beyond) and then run
+in the thread pool; the light ones are plain ``def`` routes (also the thread pool). The app is wrapped in
+:class:`sayno.serve.guards.RequestGuard` (Host/Origin checks, body limit, security headers, JSON 500s).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime
@@ -9,6 +14,7 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -16,16 +22,20 @@ from sayno.cliutil import first_line
 from sayno.errors import SaynoError
 from sayno.runtime import torch_threads
 from sayno.search.query import MAX_QUERY_CHARS
+from sayno.serve.guards import DOCS_PATHS, FORM_OVERHEAD, Gate, RequestGuard, allowed_hosts, page_csp
 from sayno.serve.service import RequestError, Service
 
 DESCRIPTION = ("Negation-aware image search (CLIPGlasses) and zero-shot class checks (CLIPN) over one indexed "
                "folder.")
+PAGE = resources.files("sayno.serve").joinpath("static/index.html").read_text()
+PAGE_CSP = page_csp(PAGE)
 
 
 # ------------------------------------------------------------------------------------------ response models
 class HitOut(BaseModel):
     rank: int
-    path: str = Field(description="Path relative to the indexed folder")
+    id: str = Field(description="The image's id (sha1 of its bytes when indexed); its thumb and image URLs use it")
+    path: str = Field(description="Path relative to the indexed folder (bytes that are not UTF-8 shown as \\xNN)")
     score: float = Field(description="Higher = better match (CLIP logit scale)")
     refined: bool = Field(description="Scored with the image-conditioned Glasses lambda (re-ranking)")
     thumb: str = Field(description="URL of a thumbnail")
@@ -41,6 +51,7 @@ class PhraseOut(BaseModel):
 class SearchOut(BaseModel):
     query: str
     method: str = Field(description="'clip' (plain CLIP) or 'glasses' (CLIPGlasses)")
+    glasses: str = Field("", description="The index's Glasses: 'CLIPGlasses', 'CLIPGlasses (training-free)' or ''")
     negated: bool
     phrases: list[PhraseOut]
     notes: list[str]
@@ -63,7 +74,9 @@ class InfoOut(BaseModel):
     model: str | None
     fingerprint: str | None
     glasses: str | None
+    glasses_name: str | None = Field(None, description="'CLIPGlasses' or 'CLIPGlasses (training-free)'")
     bad_files: int
+    stale: str | None = Field(None, description="Why a newer index version on disk is not the one answering")
     clipn: str | None
     max_upload_bytes: int
     max_k: int
@@ -88,13 +101,22 @@ def _service(request: Request) -> Service:
     return request.app.state.service
 
 
+def _gate(kind: str):
+    def get(request: Request) -> Gate:
+        return request.app.state.gates[kind]
+
+    return Annotated[Gate, Depends(get)]
+
+
 ServiceDep = Annotated[Service, Depends(_service)]
+SearchGate, ThumbGate, ClassifyGate = _gate("search"), _gate("thumb"), _gate("classify")
 router = APIRouter()
+BUSY = {503: {"description": "Server busy (too many such requests running and waiting); retry"}}
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def page() -> HTMLResponse:
-    return HTMLResponse(resources.files("sayno.serve").joinpath("static/index.html").read_text())
+    return HTMLResponse(PAGE)
 
 
 @router.get("/api/info", response_model=InfoOut, summary="What is indexed and with which models")
@@ -102,37 +124,42 @@ def info(service: ServiceDep) -> dict:
     return service.info()
 
 
-@router.get("/api/search", response_model=SearchOut, summary="Search the index",
+@router.get("/api/search", response_model=SearchOut, summary="Search the index", responses=BUSY,
             description="CLIPGlasses when the query negates something (mode=auto), plain CLIP otherwise.")
-def api_search(service: ServiceDep,
-               q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="The query")],
-               k: Annotated[int, Query(ge=1)] = 20,
-               mode: Annotated[str, Query(pattern="^(auto|clip)$")] = "auto",
-               rerank: Annotated[int, Query(ge=0, description="Re-rank the top N with the image-conditioned "
-                                                              "lambda")] = 0) -> dict:
-    return service.search(q, k, mode, rerank)
+async def api_search(service: ServiceDep, gate: SearchGate,
+                     q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="The query")],
+                     k: Annotated[int, Query(ge=1)] = 20,
+                     mode: Annotated[str, Query(pattern="^(auto|clip)$")] = "auto",
+                     rerank: Annotated[int, Query(ge=0, description="Re-rank the top N with the image-conditioned "
+                                                                    "lambda")] = 0) -> dict:
+    async with gate.slot():
+        return await run_in_threadpool(service.search, q, k, mode, rerank)
 
 
-@router.get("/api/compare", response_model=CompareOut, summary="Plain CLIP and sayno for the same query")
-def api_compare(service: ServiceDep, q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)],
-                k: Annotated[int, Query(ge=1)] = 20, rerank: Annotated[int, Query(ge=0)] = 0) -> dict:
-    return service.compare(q, k, rerank)
+@router.get("/api/compare", response_model=CompareOut, summary="Plain CLIP and sayno for the same query",
+            responses=BUSY)
+async def api_compare(service: ServiceDep, gate: SearchGate, q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)],
+                      k: Annotated[int, Query(ge=1)] = 20, rerank: Annotated[int, Query(ge=0)] = 0) -> dict:
+    async with gate.slot():
+        return await run_in_threadpool(service.compare, q, k, rerank)
 
 
-@router.get("/api/image/{path:path}", summary="An indexed image (only files of the index)")
-def api_image(service: ServiceDep, path: str) -> Response:
-    return FileResponse(service.indexed_file(path))
+@router.get("/api/image/{image_id}", summary="An indexed image, by its id (only files of the index)")
+def api_image(service: ServiceDep, image_id: str) -> Response:
+    return FileResponse(service.indexed_file(image_id))
 
 
-@router.get("/api/thumb/{path:path}", summary="A JPEG thumbnail of an indexed image")
-def api_thumb(service: ServiceDep, path: str, size: Annotated[int, Query(ge=16)] = 160) -> Response:
-    return Response(service.thumbnail(path, size), media_type="image/jpeg",
-                    headers={"Cache-Control": "max-age=3600"})
+@router.get("/api/thumb/{image_id}", summary="A JPEG thumbnail of an indexed image, by its id", responses=BUSY)
+async def api_thumb(service: ServiceDep, gate: ThumbGate, image_id: str,
+                    size: Annotated[int, Query(ge=16)] = 160) -> Response:
+    async with gate.slot():
+        jpeg = await run_in_threadpool(service.thumbnail, image_id, size)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
 @router.post("/api/classify", response_model=ClassifyOut, summary="Is this image one of my classes? (CLIPN)",
-             responses={413: {"description": "Upload too large"}, 415: {"description": "Not an image"}})
-async def api_classify(service: ServiceDep,
+             responses={413: {"description": "Upload too large"}, 415: {"description": "Not an image"}, **BUSY})
+async def api_classify(service: ServiceDep, gate: ClassifyGate,
                        file: Annotated[UploadFile, File(description="A JPEG, PNG or WebP image")],
                        classes: Annotated[str, Form(description="Class names, one per line or comma-separated")],
                        rule: Annotated[str | None, Form(pattern="^(atd|ctw)$",
@@ -140,7 +167,8 @@ async def api_classify(service: ServiceDep,
                        ) -> dict:
     names = service.check_classify_request(classes, file.content_type)
     upload = await _read_limited(file, service.config.max_upload_bytes)
-    return service.classify(names, upload, rule)
+    async with gate.slot():
+        return await run_in_threadpool(service.classify, names, upload, rule)
 
 
 async def _read_limited(file: UploadFile, limit: int) -> bytes:
@@ -155,7 +183,9 @@ async def _read_limited(file: UploadFile, limit: int) -> bytes:
 
 async def _error_response(_request: Request, exc: Exception) -> JSONResponse:
     """A :class:`SaynoError` as ``{"detail": first line}``: its status for a :class:`RequestError`, else 400."""
-    return JSONResponse({"detail": first_line(exc)}, status_code=getattr(exc, "status", 400))
+    status = getattr(exc, "status", 400)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"detail": first_line(exc)}, status_code=status, headers=headers)
 
 
 # ------------------------------------------------------------------------------------------ the app
@@ -163,18 +193,35 @@ async def _error_response(_request: Request, exc: Exception) -> JSONResponse:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """While the app runs: the service's thread setting (restored afterwards); then remove the uploads."""
     service: Service = app.state.service
+    cfg = service.config
+    app.state.gates = _gates(service)  # asyncio objects: made anew in the loop that serves
     try:
-        with torch_threads(service.config.threads):
+        with torch_threads(cfg.threads):
             yield
     finally:
         service.close()
 
 
+def _gates(service: Service) -> dict[str, Gate]:
+    cfg = service.config
+    return {"search": Gate("search", cfg.busy, cfg.queue), "thumb": Gate("thumbnail", cfg.busy, cfg.queue),
+            "classify": Gate("class check", 1, cfg.queue)}
+
+
+def _csp(path: str) -> str | None:
+    if path == "/":
+        return PAGE_CSP
+    return None if path in DOCS_PATHS else "default-src 'none'; frame-ancestors 'none'"
+
+
 def build_app(service: Service) -> FastAPI:
     """The FastAPI app answering every route with ``service``."""
     app = FastAPI(title="sayno search", version="1", lifespan=_lifespan, description=DESCRIPTION)
-    app.state.service = service
+    app.state.service, app.state.gates = service, _gates(service)
     app.state.searcher, app.state.clipn, app.state.upload_dir = service.searcher, service.clipn, service.upload_dir
     app.include_router(router)
     app.add_exception_handler(SaynoError, _error_response)
+    cfg = service.config
+    app.add_middleware(RequestGuard, hosts=lambda: allowed_hosts(cfg.host, cfg.allowed_hosts),
+                       body_limit=lambda: cfg.max_upload_bytes + FORM_OVERHEAD, csp=_csp)
     return app

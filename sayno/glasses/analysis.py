@@ -1,0 +1,51 @@
+"""What Glasses read from a caption: the negation analyses of :mod:`sayno.negation`, and the phrases that become
+slots.
+
+Every Glasses path (the trained :class:`~sayno.glasses.model.Glasses`, the training-free Glasses, training-data
+derivation, ``explain``) reads captions through :func:`analyse_texts`, so they all follow the same analyser.
+:func:`slot_phrases` picks the negated phrases that become slots (one ``h_neg`` and ``lambda`` each):
+
+- a phrase repeated in one caption counts once ("no cat, no cat, no Cat" has one slot), by its normalised text
+  (:func:`phrase_key`);
+- a phrase that starts after the last character the text encoder read (``read_chars``, from the backbone's
+  tokenizer and context length) is dropped: the caption's features never saw it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from sayno.negation import Analysis, NegatedPhrase, parse_many
+
+_SPACE = re.compile(r"\s+")
+
+
+def analyse_texts(texts: Sequence[str]) -> list[Analysis]:
+    """One negation analysis per text (:func:`sayno.negation.parse_many`: batched, cached); result i is text i's."""
+    return parse_many(list(texts))
+
+
+def analyse(text: str) -> Analysis:
+    """:func:`analyse_texts` for one text."""
+    return analyse_texts([text])[0]
+
+
+def phrase_key(text: str) -> str:
+    """The normalised text of a phrase that repeats count once under: lower case, single spaces, no
+    surrounding punctuation."""
+    return _SPACE.sub(" ", text.lower()).strip(" .,;:!?\"'")
+
+
+def slot_phrases(analysis: Analysis, read_chars: int | None = None) -> list[NegatedPhrase]:
+    """The phrases of ``analysis`` that become slots: first occurrence of each :func:`phrase_key`, and only
+    phrases that start before ``read_chars`` (None: no limit)."""
+    seen: set[str] = set()
+    out = []
+    for p in analysis.phrases:
+        key = phrase_key(p.text)
+        if not key or key in seen or (read_chars is not None and p.start >= read_chars):
+            continue
+        seen.add(key)
+        out.append(p)
+    return out

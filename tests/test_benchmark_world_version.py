@@ -1,0 +1,41 @@
+"""``sayno benchmark``'s cached world is rebuilt when it was built by another world version (new captions), and
+its tables show the negation families apart."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+
+from sayno.eval import runner
+from sayno.world.build import WORLD_VERSION
+
+
+def _calls(monkeypatch) -> list:
+    calls = []
+    monkeypatch.setattr(runner, "build_world", lambda folder, cfg, **kw: calls.append((folder, kw)))
+    return calls
+
+
+def test_a_stale_cached_world_is_rebuilt(tmp_path, monkeypatch):
+    calls = _calls(monkeypatch)
+    (tmp_path / "world.json").write_text(json.dumps({"parts": {"test": {}, "classify": {}, "ood": {}}}))
+    runner.ensure_world(tmp_path, "openmoji", ("test", "classify", "ood"), None)
+    assert len(calls) == 1 and calls[0][1]["overwrite"]  # version 1 (no "version"): rebuilt whole
+    (tmp_path / "world.json").write_text(json.dumps({"version": WORLD_VERSION,
+                                                     "parts": {"test": {}, "classify": {}, "ood": {}}}))
+    runner.ensure_world(tmp_path, "openmoji", ("test", "classify", "ood"), None)
+    assert len(calls) == 1  # current: kept
+
+
+def test_benchmark_table_shows_training_and_held_out_families():
+    def result(task, stem, acc):
+        return {"task": task, "dataset": f"/w/{stem}.csv", "style": "openmoji",
+                "methods": {"CLIP": {"accuracy": acc}, "CLIPGlasses": {"accuracy": acc + 50}}}
+
+    results = [result("mcq", "mcq_test", 30.0), result("mcq", "mcq_test_trainfam", 31.0),
+               result("mcq", "mcq_test_heldout", 29.0), result("ccneg", "ccneg_test_heldout", 40.0)]
+    console = Console(record=True, width=200)
+    runner.print_benchmark(results, console)
+    text = console.export_text()
+    assert "training vs held-out" in text and "MCQ held-out" in text and "79.0" in text and "90.0" in text
