@@ -9,7 +9,8 @@ streamed to a ``.npy`` file in chunks and made one index version through the rea
 (:func:`sayno.search.store.write_version` with :func:`sayno.search.ann.build_coarse`, the code
 ``sayno index build --index KIND`` runs), then opened with :func:`sayno.search.store.read_index` and queried
 with :meth:`IndexData.search` (the coarse pass + exact re-scoring that every ``Searcher`` query ends in) on one
-thread. Printed per row: build seconds (coarse index + writing), peak RSS of the process (``ru_maxrss``: the
+thread; at D=128 also ``Searcher.search`` end to end with the embedded CLIP and the shipped Glasses on real
+text queries ("search" columns). Printed per row: build seconds (coarse index + writing), peak RSS of the process (``ru_maxrss``: the
 memory-mapped vectors it touched count), index size on disk (``search.faiss``; ``vectors.npy`` is 4*N*D
 bytes more), query p50/p95 in ms for negated and affirmative query vectors, and recall@20 against exact brute
 force over the float32 vectors.
@@ -40,13 +41,26 @@ from pathlib import Path
 
 import numpy as np
 
+from sayno.backbones import load
+from sayno.base.shipped import shipped_weights
 from sayno.checkpoint import Envelope
 from sayno.runtime import torch_threads
-from sayno.search import ann
-from sayno.search.store import FORMAT, FORMAT_VERSION, FileTable, coarse_index, read_index, write_version
+from sayno.search import Searcher, ann
+from sayno.search.build import glasses_identity
+from sayno.search.store import (
+    FORMAT,
+    FORMAT_VERSION,
+    FileTable,
+    coarse_index,
+    current_version,
+    read_index,
+    write_version,
+)
+from sayno.world.concepts import pretrain_concepts
 
 CHUNK = 200_000
 K = 20
+E2E_DIM = 128  # the embedded CLIP's size: rows of this D also time Searcher.search end to end
 
 
 def centres(n: int, dim: int, seed: int) -> np.ndarray:
@@ -153,7 +167,45 @@ def one(n: int, dim: int, kind: str, seed: int, count: int, use_milvus: bool, fl
             if use_milvus:
                 row.update(milvus_row(data, qs, truth, answers, Path(tmp)))
         row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        if dim == E2E_DIM and not use_milvus:
+            del data
+            row.update(end_to_end(root, count=40, seed=seed))
         return row
+
+
+def end_to_end(root: Path, count: int, seed: int) -> dict:
+    """``Searcher.search`` on the index with the embedded CLIP and the shipped Glasses (what ``sayno search``
+    runs: text encoding, negation detection, the Glasses query vector, the index, the exact re-scoring), one
+    thread, distinct queries built from world concept names; p50/p95 ms per kind. The index's envelope is
+    rewritten to name the embedded backbone and the shipped Glasses (the vectors stay synthetic)."""
+    backbone = load("embedded")
+    version = current_version(root)
+    meta = json.loads((root / version / "meta.json").read_text())
+    meta.update(backbone_spec=backbone.spec, backbone_fingerprint=backbone.fingerprint)
+    meta["glasses"] = glasses_identity(shipped_weights("glasses", backbone.spec), backbone)
+    meta["logit_scale"] = float(backbone.logit_scale)
+    (root / version / "meta.json").write_text(json.dumps(meta))
+    searcher = Searcher(root, backbone=backbone, threads=1)
+    names = [c.name for c in pretrain_concepts()]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for q in ("warm up no cat", "warm up a cat"):
+        searcher.search(q, K)
+    for kind in ("negated", "affirmative"):
+        times = []
+        for i in range(count):
+            a, b = rng.choice(names, 2, replace=False)
+            if kind == "negated":
+                q = f"no {a} {i}" if i % 2 == 0 else f"a {a} but no {b} {i}"
+            else:
+                q = f"a {a} {i}" if i % 2 == 0 else f"a {a} and a {b} {i}"
+            t = time.perf_counter()
+            res = searcher.search(q, K)
+            times.append((time.perf_counter() - t) * 1000)
+            assert res.method == ("glasses" if kind == "negated" else "clip"), (q, res.method)
+        out[f"e2e_{kind}_p50_ms"] = round(statistics.median(times), 2)
+        out[f"e2e_{kind}_p95_ms"] = round(pct(times, 0.95), 2)
+    return out
 
 
 def flat_old_vs_new(data, queries: np.ndarray) -> dict:
@@ -198,7 +250,9 @@ COLUMNS = [("n", "N"), ("dim", "D"), ("kind", "index"), ("factory", "faiss"), ("
            ("build_s", "build s"), ("peak_rss_mb", "peak RSS MB"), ("index_mb", "index MB"),
            ("negated_p50_ms", "neg p50"), ("negated_p95_ms", "neg p95"), ("negated_recall20", "neg R@20"),
            ("affirmative_p50_ms", "aff p50"), ("affirmative_p95_ms", "aff p95"), ("affirmative_recall20", "aff R@20"),
-           ("random_recall20", "random-direction R@20")]
+           ("random_recall20", "random-direction R@20"),
+           ("e2e_negated_p50_ms", "search neg p50"), ("e2e_negated_p95_ms", "search neg p95"),
+           ("e2e_affirmative_p50_ms", "search aff p50")]
 
 
 def run(args: argparse.Namespace) -> None:

@@ -304,3 +304,12 @@ def test_finetune_baseline(tiny_world, tmp_path):
         load_finetuned(tmp_path / "ft.safetensors", tiny_clip(seed=1))
     # the frozen backbone itself is untouched
     assert clip.fingerprint == tiny_clip(seed=0).fingerprint
+
+
+def test_a_relative_data_path_finds_its_images(synthetic, monkeypatch):
+    """``--data runs/world`` (relative): every image is found (keys were joined to the root twice)."""
+    folder, clip = synthetic
+    monkeypatch.chdir(folder.parent)
+    src = read_sources(folder.name, "val")
+    fs = build_features(src, clip)
+    assert len(fs.image_ok) and bool(fs.image_ok.all())

@@ -111,7 +111,9 @@ def test_negating_everything_and_unknown_words_stay_bounded():
     text = _batch(["no " + " and no ".join(f"zzqx{i}" for i in range(6))])
     s = g.score_matrix(text, _images(30, 4))
     assert np.isfinite(s).all()
-    assert np.abs(s).max() <= 100.0 * (1 + 6 * 0.8 * 3 + abs(g.calibration.level)) + 1e-3
+    lam = g.slots(text).lam
+    assert len(lam) == 6 and float(lam.sum()) == pytest.approx(2 * 0.8)  # the caption's total is bounded
+    assert np.abs(s).max() <= 100.0 * (2 * 0.8 * 3 + abs(g.calibration.level)) + 1e-3
 
 
 def test_explain_and_identity():
@@ -280,3 +282,13 @@ def test_eval_training_free_row(embedded, tmp_path, monkeypatch):
     assert set(r["methods"]) == {"CLIP", NAME}
     methods = runner.methods_for(embedded, runner.shipped_weights("glasses", "embedded"), training_free_row=True)
     assert [m.name for m in methods] == ["CLIP", "CLIPGlasses", NAME]
+
+
+def test_large_reference_is_sampled_before_copying(tmp_path, monkeypatch):
+    from sayno.glasses import training_free as tf
+
+    monkeypatch.setattr(tf, "MAX_REFERENCE", 50)
+    path = tmp_path / "vectors.npy"
+    np.save(path, _images(400, 11))
+    g = _glasses(reference=np.load(path, mmap_mode="r"))
+    assert g.calibration.reference == 50 and not g.calibration.fallback

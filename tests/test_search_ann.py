@@ -4,6 +4,7 @@ retraining past the growth factor, the index section in the envelope, the build 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -256,3 +257,12 @@ def test_a_build_interrupted_while_merging_leaves_the_live_version_and_is_cleane
     assert report.total == 9 and report.encoded == 3 and not list((tmp_path / "idx").glob(".incoming-*"))
     data = read_index(tmp_path / "idx")
     np.testing.assert_allclose(np.linalg.norm(data.features(), axis=1), 1.0, atol=1e-4)
+
+
+def test_leftovers_of_running_builds_are_kept(tmp_path):
+    live = tmp_path / f".incoming-{os.getppid()}-abc.spool"  # the parent process runs
+    dead = tmp_path / ".incoming-999999999-abc.npy"  # no such process
+    unnamed = tmp_path / ".incoming-deadbeef.npy"
+    for p in (live, dead, unnamed):
+        p.write_bytes(b"x")
+    assert sorted(shards.remove_leftovers(tmp_path)) == sorted([dead, unnamed]) and live.exists()

@@ -21,7 +21,6 @@ from sayno.glasses.training_free import (
     TrainingFreeGlasses,
     TrainingFreeSettings,
     calibrate,
-    training_free,
 )
 
 __all__ = [
@@ -42,6 +41,5 @@ __all__ = [
     "load_finetuned",
     "load_glasses",
     "train_glasses",
-    "training_free",
 ]
 

@@ -231,7 +231,7 @@ def read_sources(data: str | Path, split: str = "train") -> Sources:
             out.extend(read_sources(part, split))
         out.root = Path(data_s.split(",")[0]).parent
         return out
-    path = Path(data_s)
+    path = Path(data_s).expanduser().absolute()  # image keys stay valid whatever the working folder
     if path.is_dir():
         names = [f"negation_{split}.csv", f"ccneg_{split}.csv", f"retrieval_neg_{split}.csv", f"mcq_{split}.csv"]
         found = [path / n for n in names if (path / n).exists()]

@@ -38,9 +38,10 @@ from sayno.base.scoring import TextBatch
 from sayno.config import from_mapping
 from sayno.errors import InputError
 from sayno.glasses import model as trained
+from sayno.glasses.analysis import analyse_texts, slot_phrases
 from sayno.glasses.config import GlassesError, phrase_prompt
 from sayno.glasses.phrases import DEFAULT_CAPACITY, PhraseEncoder
-from sayno.glasses.scoring import Slots
+from sayno.glasses.scoring import PHRASES_AT_FULL_STRENGTH, Slots, bound_lambda
 
 TRAINING_FREE = "training-free"
 NAME = "CLIPGlasses (training-free)"
@@ -161,11 +162,9 @@ def calibrate(bank: np.ndarray, images: np.ndarray, settings: TrainingFreeSettin
     """
     settings = settings or TrainingFreeSettings()
     bank = np.asarray(bank, dtype=np.float64)
-    imgs = np.asarray(images, dtype=np.float64).reshape(-1, bank.shape[1]) if np.size(images) else \
-        np.zeros((0, bank.shape[1]))
+    imgs = np.asarray(_sample_rows(images), dtype=np.float64).reshape(-1, bank.shape[1]) if np.size(images) \
+        else np.zeros((0, bank.shape[1]))
     imgs = imgs[np.isfinite(imgs).all(1)]
-    if len(imgs) > MAX_REFERENCE:
-        imgs = imgs[np.linspace(0, len(imgs) - 1, MAX_REFERENCE).round().astype(int)]
     if len(imgs) < settings.min_reference:
         warnings.warn(f"training-free Glasses: {len(imgs)} reference images (< {settings.min_reference}): "
                       "using the fallback constants (docs/GLASSES.md)", CalibrationWarning, stacklevel=2)
@@ -186,6 +185,14 @@ def calibrate(bank: np.ndarray, images: np.ndarray, settings: TrainingFreeSettin
                        level=(present + absent) / 2 + settings.level_offset * sd_aff, base_mu=0.0,
                        present=present, absent=absent, spread_affirmative=sd_aff, spread_relative=sd_rel,
                        reference=len(imgs), fallback=False, mu=tuple(float(x) for x in mu))
+
+
+def _sample_rows(images) -> np.ndarray:
+    """At most :data:`MAX_REFERENCE` evenly spaced rows of (M, D) features, picked before any copy (an index's
+    memory-mapped vectors stay on disk)."""
+    if getattr(images, "ndim", 0) == 2 and len(images) > MAX_REFERENCE:
+        return images[np.linspace(0, len(images) - 1, MAX_REFERENCE).round().astype(int)]
+    return images
 
 
 def content_free(text: str) -> bool:
@@ -284,7 +291,7 @@ class TrainingFreeGlasses:
 
     def calibrate(self, images: np.ndarray | None) -> Calibration:
         """Re-calibrate on unlabelled (M, D) image features (no labels); sets and returns the calibration."""
-        feats = np.zeros((0, self.embed_dim)) if images is None else np.asarray(images, dtype=np.float32)
+        feats = np.zeros((0, self.embed_dim)) if images is None else np.asarray(_sample_rows(images), np.float32)
         if feats.size and (feats.ndim != 2 or feats.shape[1] != self.embed_dim):
             raise InputError(f"reference images: expected (M, {self.embed_dim}) features, got {feats.shape}")
         self.calibration = calibrate(self.bank(), feats, self.settings)
@@ -347,21 +354,22 @@ class TrainingFreeGlasses:
         texts = list(text.texts)
         h = np.asarray(text.h, dtype=np.float32)
         cal = self.calibration
-        owner, phrases, hedged, rows = [], [], [], []
-        negated = np.zeros(len(texts), dtype=bool)
-        for i, t in enumerate(texts):
-            analysis = trained.analyse(t)
-            negated[i] = analysis.negated
-            if analysis.negated and analysis.phrases:
+        owner, phrases, hedged, rows, remainders = [], [], [], [], []
+        analyses = analyse_texts(texts)
+        negated = np.array([a.negated for a in analyses], dtype=bool)
+        limits = self.read_chars(texts)
+        for i, (analysis, limit) in enumerate(zip(analyses, limits)):
+            found = slot_phrases(analysis, limit) if analysis.negated else []
+            if found:
                 rows.append(i)
-                for p in analysis.phrases:
+                remainders.append(analysis.affirmative_text)
+                for p in found:
                     owner.append(i)
                     phrases.append(p.text)
                     hedged.append(bool(p.hedged))
         base = h.copy()
         offset = np.zeros(len(texts), dtype=np.float64)
         if rows:
-            remainders = [trained.analyse(texts[i]).affirmative_text for i in rows]
             free = [content_free(r) for r in remainders]
             named = [r for r, f in zip(remainders, free) if not f]
             emb = iter(self.encode_texts(named)) if named else iter(())
@@ -371,11 +379,20 @@ class TrainingFreeGlasses:
                 offset[i] = cal.level if f else 0.0
         h_neg = self.encode_phrases(phrases) - (self.bank_mean() if phrases else 0.0)
         hedged_t = torch.tensor(hedged, dtype=torch.float32)
+        owner_t = torch.tensor(owner, dtype=torch.long)
         lam = torch.tensor([cal.lam * (self.settings.hedge_factor if x else 1.0) for x in hedged], dtype=torch.float32)
+        lam = bound_lambda(lam, owner_t, PHRASES_AT_FULL_STRENGTH * self.settings.lambda_max)
         tau = torch.full((len(phrases),), float(cal.tau), dtype=torch.float32)
-        return TrainingFreeSlots(torch.as_tensor(base), torch.tensor(owner, dtype=torch.long), phrases, hedged_t,
+        return TrainingFreeSlots(torch.as_tensor(base), owner_t, phrases, hedged_t,
                                  torch.as_tensor(np.asarray(h_neg, np.float32).reshape(len(phrases), self.embed_dim)), lam, tau,
                                  negated, offset=offset)
+
+    def read_chars(self, texts: Sequence[str]) -> list[int | None]:
+        """Per text, how many leading characters the text encoder reads (None: all or unknown); negated phrases
+        after that are not slots (as in the trained Glasses)."""
+        if self.backbone is None or not hasattr(self.backbone, "text_read_chars") or not texts:
+            return [None] * len(texts)
+        return list(self.backbone.text_read_chars(list(texts)))
 
     # ------------------------------------------------------------------------------------------ scoring
     def query_vectors(self, text: TextBatch, s: TrainingFreeSlots) -> tuple[np.ndarray, np.ndarray]:
@@ -427,7 +444,7 @@ class TrainingFreeGlasses:
         out = []
         for i, t in enumerate(texts):
             sel = (s.owner == i).nonzero().squeeze(-1).tolist()
-            analysis = trained.analyse(t)
+            analysis = analyse_texts([t])[0]
             remainder = analysis.affirmative_text if sel else t
             out.append({"text": t, "negated": bool(s.negated[i]),
                         "affirmative": "" if sel and content_free(remainder) else remainder,

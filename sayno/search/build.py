@@ -561,12 +561,14 @@ def _merge(out: Path, folder: Path, rows, keep: dict[int, int], old: IndexData |
          "build": {"encoded": encoded, "reused": int(len(keep_rows) - encoded), "removed": removed,
                    "processes": world},
          "bad": [{"path": b.file, "reason": b.reason} for b in bad]})
-    writers = _IndexWriters(out, cfg, old, source[keep_rows])
+    writers = None
     try:  # the caller holds the writer lock
+        writers = _IndexWriters(out, cfg, old, source[keep_rows])
         version = write_version(out, feats, table, envelope, coarse=writers.coarse, publish=writers.publish)
         writers.drop_stale()
     finally:
-        writers.close()
+        if writers is not None:
+            writers.close()
         feats.unlink(missing_ok=True)  # moved into the version unless the write failed
     name = "" if glasses is None else glasses.get("name", "CLIPGlasses")
     report = BuildReport(out, version, folder, len(keep_rows), encoded, int(len(keep_rows) - encoded), removed,

@@ -97,7 +97,7 @@ class VectorSpool:
 
     def __init__(self, path: str | os.PathLike, dim: int):
         self.path, self.dim, self.count = Path(path), int(dim), 0
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self._file = open(self.path, "w+b")  # noqa: SIM115 - closed by close()
 
     def append(self, v: np.ndarray) -> None:
         v = np.ascontiguousarray(v, np.float32).reshape(-1)
@@ -125,14 +125,29 @@ class VectorSpool:
 
 
 def incoming_path(index_root: str | os.PathLike, suffix: str = ".npy") -> Path:
-    """A new hidden file name in the index folder for a build's merged (``.npy``) or spooled vectors."""
-    return Path(index_root) / f"{INCOMING_PREFIX}{uuid.uuid4().hex[:12]}{suffix}"
+    """A new hidden file name in the index folder for a build's merged (``.npy``) or spooled vectors:
+    ``.incoming-<pid>-<random><suffix>``."""
+    return Path(index_root) / f"{INCOMING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
 
 
 def remove_leftovers(index_root: str | os.PathLike) -> list[Path]:
-    """Remove ``.incoming-*`` files of builds that were interrupted (call with the writer lock held)."""
+    """Remove ``.incoming-*`` files of builds that were interrupted: those of processes that no longer run
+    (or of this one, or with no process id in their name)."""
     gone = []
     for p in Path(index_root).glob(f"{INCOMING_PREFIX}*"):
+        pid = p.name[len(INCOMING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
         with contextlib.suppress(OSError):
             p.unlink()
             gone.append(p)
