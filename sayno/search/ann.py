@@ -7,8 +7,9 @@ exact; only the choice of the shortlist is approximate.
 - ``flat``: faiss ``IndexScalarQuantizer`` fp16 over every vector (a full scan, 2*D bytes per image per query).
 - ``ivf``: faiss ``IVF<nlist>,SQ8`` with inner product: k-means cells (about sqrt(N), trained on a sample of
   64 per cell), 8-bit scalar quantised codes (D bytes per image), ``nprobe`` = 1/16 of the cells scanned per
-  query; from 4096 cells the cell of a vector is found through an HNSW graph over the centroids. Chosen over PQ fast-scan and HNSW by
-  measurement (docs/RESULTS.md, "Search at collection scale").
+  query; a vector's cell is found by an exact scan of the centroids. The cells, not the codes, bound the
+  recall once the shortlist is re-scored: PQ fast-scan codes (``PQ32x4fs``) measured the same recall@20,
+  faster and 7x smaller, and are the next step for memory (docs/RESULTS.md, "Search at collection scale").
 - ``auto``: ``flat`` while a flat scan reads at most :data:`AUTO_FLAT_MAX_BYTES` per query (N*D*2 bytes:
   about 2M images at D=128, 500k at D=512), ``ivf`` beyond. The choice and its reason are reported.
 
@@ -42,7 +43,6 @@ RETRAIN_GROWTH = 2.0  # retrain the cells past this growth (or shrink) since the
 TRAIN_POINTS_PER_LIST = 64  # training sample: this many points per cell (faiss wants at least 39)
 ADD_CHUNK = 65536
 KMEANS_ITERATIONS = 10
-HNSW_QUANTIZER_FROM = 4096  # cells from which the cell of a vector is found through an HNSW graph
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,9 @@ def _train_ivf(vectors: np.ndarray, seed: int) -> tuple[object, dict]:
     faiss = _faiss()
     n, dim = vectors.shape
     nlist = ivf_lists(n)
-    # from 4096 cells on, an HNSW graph over the centroids finds a vector's cell (adding 10M vectors to a flat
-    # quantiser of 4096 cells is 5e12 multiply-adds)
-    factory = f"IVF{nlist}_HNSW32,SQ8" if nlist >= HNSW_QUANTIZER_FROM else f"IVF{nlist},SQ8"
+    # an exact (flat) quantiser: an HNSW graph over the centroids put vectors in the wrong cell (recall@20 0.76
+    # against 1.00 at 2M vectors, 4096 cells) and was not faster to fill (faiss assigns with BLAS)
+    factory = f"IVF{nlist},SQ8"
     index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
     faiss.extract_index_ivf(index).cp.niter = KMEANS_ITERATIONS
     take = min(n, TRAIN_POINTS_PER_LIST * nlist)
