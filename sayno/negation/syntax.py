@@ -506,12 +506,19 @@ def _is_sign_text(doc, i: int) -> bool:
     return False
 
 
-def _clause_floor(doc, i: int) -> int:
-    """First token of the clause holding token i (after the last punctuation or coordinating join)."""
-    j = i - 1
-    while j >= 0 and not (doc[j].is_punct and doc[j].tag_ != "HYPH") and doc[j].lower_ not in JOINS - {"with"}:
-        j -= 1
-    return j + 1
+_FLOOR_JOINS = JOINS - {"with"}
+
+
+def _clause_floors(doc) -> list[int]:
+    """Per token, the first token of its clause (after the last punctuation or coordinating join before it).
+
+    One pass over the text: a per-token backwards scan made the analyser quadratic in the caption length."""
+    floors, start = [], 0
+    for j, tok in enumerate(doc):
+        floors.append(start)
+        if (tok.is_punct and tok.tag_ != "HYPH") or tok.lower_ in _FLOOR_JOINS:
+            start = j + 1
+    return floors
 
 
 def _hedged(doc, i: int) -> bool:
@@ -565,6 +572,7 @@ def find_negations(doc, text: str) -> list[Found]:
     n = len(doc)
     found: list[Found] = []
     consumed: set[int] = set()
+    floors = _clause_floors(doc)
     for t in doc:
         i = t.i
         if i in consumed:
@@ -573,7 +581,7 @@ def find_negations(doc, text: str) -> list[Found]:
         if any(a <= t.idx < b for a, b in quoted):
             continue
         nxt = doc[i + 1].lower_ if i + 1 < n else ""
-        floor = _clause_floor(doc, i)
+        floor = floors[i]
         cue, lo, hi = w, i, i + 1
         phrases: list[tuple[str, int, int]] = []
         pred = None
