@@ -1,6 +1,6 @@
 """Take the screenshot of the search page in docs/img/search.png (headless Chromium, as the e2e test does).
 
-    .venv/bin/python scripts/screenshot_search.py --query "no guitar"
+    .venv/bin/python scripts/screenshot_search.py --query "no spider"
 
 Builds the emoji world's test scenes (``--world``, if missing) and their index (``--index``, incremental),
 serves it on a free local port, types the query, waits for both result grids and their thumbnails, and writes
@@ -30,12 +30,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", type=Path, default=Path("runs/world-search"))
     ap.add_argument("--index", type=Path, default=Path("runs/world-search.index"))
-    ap.add_argument("--query", default="no guitar")
+    ap.add_argument("--query", default="no spider")
     ap.add_argument("--k", type=int, default=12)
     ap.add_argument("--out", type=Path, default=Path("docs/img/search.png"))
-    ap.add_argument("--upload", type=Path, default=Path("runs/world-search/images/test/000461a.png"),
+    ap.add_argument("--upload", type=Path, default=Path("runs/world-search/images/test/000350a.png"),
                     help="image for the CLIPN class check (shown in the screenshot)")
-    ap.add_argument("--classes", default="guitar,cactus,snake", help="comma-separated classes for the check")
+    ap.add_argument("--classes", default="spider,gorilla,goat", help="comma-separated classes for the check")
     args = ap.parse_args()
 
     if not (args.world / "images").is_dir():
