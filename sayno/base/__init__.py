@@ -19,7 +19,19 @@ from sayno.base.scoring import PlainClip, Scorer, TextBatch
 from sayno.base.shipped import SHIPPED, shipped_weights
 
 __all__ = [
-    "DuplicateClassError", "TemplateError", "check_distinct_classes", "class_prompts", "ensemble", "fill_template",
-    "indefinite_article", "load_templates", "softmax", "with_article", "PlainClip", "Scorer", "TextBatch",
-    "SHIPPED", "shipped_weights",
+    "SHIPPED",
+    "DuplicateClassError",
+    "PlainClip",
+    "Scorer",
+    "TemplateError",
+    "TextBatch",
+    "check_distinct_classes",
+    "class_prompts",
+    "ensemble",
+    "fill_template",
+    "indefinite_article",
+    "load_templates",
+    "shipped_weights",
+    "softmax",
+    "with_article",
 ]
