@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from sayno.base.prompts import fill_template
 from sayno.cli import app
+from sayno.eval import runner as eval_runner
 from sayno.eval.benchmarks import recall_at_k
 from sayno.world import WorldConfig, build_world
+from sayno.world.build import FAMILY_FILES
 
 GLASSES = Path(__file__).resolve().parent.parent / "sayno" / "weights" / "glasses-embedded.safetensors"
 SMALL = WorldConfig(train_groups=2, val_groups=2, test_groups=40, caption_images=4, classify_per_class=1,
@@ -33,6 +35,21 @@ def test_recall_at_k_hand_values():
     r = recall_at_k(scores, [{1, 2}, {2}, {0, 1}], ks=(1, 2))
     assert r == pytest.approx({"R@1": 0.0, "R@2": 200 / 3})
     assert np.isnan(recall_at_k(np.zeros((0, 3)), np.zeros(0, dtype=int), ks=(1,))["R@1"])
+
+
+def test_recall_at_k_counts_ranks_exactly_as_a_stable_sort():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(60, 50)).astype(np.float64)  # many ties
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    relevant = rng.integers(0, 50, size=60)
+    sets = [set(rng.choice(50, size=int(rng.integers(0, 4)), replace=False).tolist()) for _ in range(60)]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    for k in (1, 3, 10):
+        top = order[:, :k]
+        want = 100.0 * np.mean([relevant[q] in top[q] for q in range(60)])
+        want_sets = 100.0 * np.mean([bool(sets[q] & set(top[q].tolist())) for q in range(60)])
+        assert recall_at_k(scores, relevant, ks=(k,))[f"R@{k}"] == pytest.approx(want)
+        assert recall_at_k(scores, sets, ks=(k,))[f"R@{k}"] == pytest.approx(want_sets)
 
 
 def test_fill_template_articles():
@@ -129,3 +146,28 @@ def test_report_aggregates_results(world, tmp_path):
     for name, metrics in methods.items():  # the table shows exactly what the run measured
         assert f"| {name} | {metrics['accuracy']:.2f} |" in lines, (name, metrics, lines)
     assert methods["CLIPGlasses"]["accuracy"] > methods["CLIP"]["accuracy"]
+
+
+def test_family_files_are_scored_from_the_whole_split_decisions(world, embedded, tmp_path):
+    methods = eval_runner.methods_for(embedded, GLASSES)  # CLIP and the trained Glasses (no calibration)
+    for task in ("mcq", "ccneg"):
+        full = world / f"{task}_test.csv"
+        parts = [world / f"{task}_test_{suffix}.csv" for suffix in FAMILY_FILES.values()]
+        foreign = tmp_path / f"{task}_foreign.csv"  # a row the whole split lacks: run on its own
+        with open(full, newline="") as f:
+            rows = list(csv.reader(f))
+        rows[1][2] = "and also " + rows[1][2]  # caption_0 (mcq) or negative_caption (ccneg)
+        for row in rows[1:]:
+            row[0] = str(world / row[0])
+        with open(foreign, "w", newline="") as f:
+            csv.writer(f).writerows(rows[:4])
+        got = eval_runner._with_families(task, methods, full, [*parts, foreign], None, False, None, {"style": "s"})
+        assert [r["dataset"] for r in got] == [str(p) for p in (full, *parts, foreign)]
+        for path, result in zip((full, *parts, foreign), got):
+            alone = eval_runner._run(task, methods, eval_runner._read(task, path, None, None), path, None, False,
+                                     None, {"style": "s"})
+            assert result["methods"] == alone["methods"] and result["style"] == "s", (path, result, alone)
+        whole, train, held = (got[i]["methods"]["CLIPGlasses"] for i in range(3))
+        n = "questions" if task == "mcq" else "pairs"
+        assert train[n] + held[n] == whole[n]
+        assert train["accuracy"] * train[n] + held["accuracy"] * held[n] == pytest.approx(whole["accuracy"] * whole[n])

@@ -176,7 +176,7 @@ def test_evaluate_ood_on_a_tiny_world(tmp_path):
     bb = tiny_backbone(seed=0)
     clipn = Clipn(bb, NoTextEncoder.from_backbone(bb))
     o = w / "ood"
-    res = evaluate_ood(bb, o / "id_classes.txt", o / "id", {"seen": o / "ood_seen", "none": tmp_path / "empty"},
+    res = evaluate_ood(bb, o / "id_classes.txt", o / "id", {"seen": o / "near", "none": tmp_path / "empty"},
                        clipn={"a": clipn, "b": clipn}, shifted_id={"same": o / "id"}, words=["car", "idea", "blue"],
                        methods=["MSP", "NegLabel", "CLIPN-ATD"], progress=False, plots=tmp_path / "plots",
                        openood_fpr=True)

@@ -151,7 +151,7 @@ def test_scan_follows_symlinked_folders_once(world, tmp_path):
 def test_index_metadata_is_the_checkpoint_envelope(index, embedded, tmp_path):
     data = read_index(index)
     meta = json.loads((data.folder / "meta.json").read_text())
-    assert (meta["format"], meta["version"]) == ("sayno-index", "2")
+    assert (meta["format"], meta["version"]) == ("sayno-index", "3")
     assert (meta["backbone_spec"], meta["backbone_fingerprint"]) == ("embedded", embedded.fingerprint)
     assert meta["config"]["model"] == "embedded" and meta["count"] == len(data) == 200
     assert (data.model, data.fingerprint, data.dim) == ("embedded", embedded.fingerprint, embedded.embed_dim)

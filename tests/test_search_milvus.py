@@ -180,3 +180,95 @@ def test_cli_search_json_is_the_same_form_on_both_backends(built):
     assert [h["path"] for h in out["faiss"]["hits"]] == [h["path"] for h in out["milvus"]["hits"]]
     bad = CliRunner().invoke(app, ["search", str(tmp / "faiss"), "a dog", "--backend", "milvus"])
     assert bad.exit_code == 2 and "never uploaded to Milvus" in bad.output
+
+
+# ------------------------------------------------------------------------------------------ outages
+class _DownClient:
+    """A pymilvus client whose server went away: every call raises ``error`` (the boundary sayno talks to)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs):
+            raise self.error
+
+        return call
+
+
+def _outages() -> list[Exception]:
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    return [ConnectionRefusedError(111, "Connection refused"),
+            MilvusException(grpc.StatusCode.UNAVAILABLE, "[search] Retry timeout: 10s, <failed to connect>"),
+            MilvusException(2, "Fail connecting to server on 10.0.0.9:19530, server unavailable")]
+
+
+def test_outages_are_told_apart_from_refusals():
+    from pymilvus.exceptions import MilvusException
+
+    assert all(milvus.is_outage(e) for e in _outages())
+    try:
+        try:
+            raise TimeoutError("timed out")
+        except TimeoutError as inner:
+            raise MilvusException(message="Unexpected error") from inner
+    except MilvusException as wrapped:
+        assert milvus.is_outage(wrapped)  # found in the cause chain
+    assert not milvus.is_outage(MilvusException(1100, "invalid parameter: limit"))
+    assert not milvus.is_outage(ValueError("bad vector"))
+
+
+@pytest.fixture(scope="module")
+def synthetic(embedded, tmp_path_factory):
+    """An index of 600 random vectors uploaded to Milvus Lite: large enough that a search asks Milvus for a
+    shortlist (a collection smaller than the shortlist is scored without the coarse pass)."""
+    from sayno.checkpoint import Envelope
+    from sayno.search.store import FORMAT, FORMAT_VERSION, FileTable, write_version, writer_lock
+
+    tmp = tmp_path_factory.mktemp("synthetic")
+    n, dim = 600, embedded.embed_dim
+    x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    vectors = x / np.linalg.norm(x, axis=1, keepdims=True)
+    files = FileTable([f"img/{i:05d}.png" for i in range(n)], np.zeros(n), np.zeros(n), [f"{i:040x}" for i in range(n)])
+    envelope = Envelope(FORMAT, FORMAT_VERSION, embedded.fingerprint, embedded.spec, {},
+                        {"logit_scale": float(embedded.logit_scale), "root": str(tmp / "images"), "glasses": None})
+    store = milvus.MilvusStore(str(tmp / "syn.db"))
+    try:
+        with writer_lock(tmp / "idx"):
+            write_version(tmp / "idx", vectors, files, envelope, publish=lambda name, v: {
+                "backend": store.upload(milvus.collection_name(tmp / "idx", name), v)})
+    finally:
+        store.close()
+    return tmp / "idx"
+
+
+@pytest.mark.parametrize("which", range(3))
+def test_a_milvus_outage_during_a_search_request_is_503(synthetic, embedded, which):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from sayno.serve import ServeConfig, create_app
+
+    searcher = Searcher(synthetic, backbone=embedded)
+    store = searcher.data.coarse.store
+    real = store.client
+    app = create_app(synthetic, ServeConfig(), searcher=searcher)
+    try:
+        with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+            assert c.get("/api/search", params={"q": "a dog", "k": 5}).status_code == 200
+            store.client = _DownClient(_outages()[which])
+            r = c.get("/api/search", params={"q": "a red car", "k": 5})
+            assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+            detail = r.json()["detail"]
+            assert detail.startswith(f"milvus at {store.uri} did not answer: search failed") and "\n" not in detail
+
+            from pymilvus.exceptions import MilvusException
+
+            store.client = _DownClient(MilvusException(1100, "invalid parameter"))  # not an outage: 400
+            r = c.get("/api/search", params={"q": "a blue car", "k": 5})
+            assert r.status_code == 400 and "search failed (invalid parameter)" in r.json()["detail"]
+    finally:
+        store.client = real
+        store.close()

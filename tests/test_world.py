@@ -151,7 +151,7 @@ def test_build_world_formats(tmp_path):
     ids = (tmp_path / "ood" / "id_classes.txt").read_text().split("\n")
     assert len([i for i in ids if i]) == TINY.ood_id_classes
     unseen = {c.name.replace(" ", "_") for c in unseen_concepts()}
-    assert {p.name for p in (tmp_path / "ood" / "ood_unseen").iterdir()} == unseen
+    assert {p.name for s in ("unseen_near", "unseen_far") for p in (tmp_path / "ood" / s).iterdir()} == unseen
     assert len(list((tmp_path / "classify").iterdir())) == len(pretrain_concepts())
 
 

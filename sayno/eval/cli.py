@@ -84,12 +84,18 @@ def benchmark(
     world: Path | None = typer.Option(None, help="World folder (built on first use). Default: "
                                          "$SAYNO_WORLD or ~/.cache/sayno/world-openmoji-0."),
     model: str = typer.Option("embedded", "--model", "-m", help=MODEL_HELP),
+    styles: str | None = typer.Option(None, help="Art styles, comma-separated (default: every one installed of "
+                                      f"{','.join(runner.BENCHMARK_STYLES)}); other styles' worlds go beside "
+                                      "--world as WORLD-<style>."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     out: Path | None = typer.Option(None, help="Folder to write the result JSONs into."),
     device: str = typer.Option("cpu", help="cpu, cuda, ..."),
 ) -> None:
-    """The main job: every world benchmark, plain CLIP next to the shipped CLIPGlasses and CLIPN."""
-    results = guard(runner.benchmark, world=world, model=model, device=device, progress=not as_json, console=err)
+    """The main job: every world benchmark in each art style, plain CLIP next to the shipped CLIPGlasses and CLIPN,
+    and the drop from the training style (openmoji) to the others."""
+    chosen = styles.split(",") if styles is not None else None
+    results = guard(runner.benchmark, world=world, model=model, device=device, styles=chosen,
+                    progress=not as_json, console=err)
     if out is not None:
         for result in results:
             guard(runner.write_result, result, out)

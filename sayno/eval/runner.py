@@ -12,10 +12,12 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import sayno
@@ -37,10 +39,17 @@ from sayno.features import FeatureCache
 from sayno.glasses import TrainingFreeGlasses, load_glasses
 from sayno.glasses.training_free import CalibrationWarning, is_training_free
 from sayno.ood.bench import print_ood_table, world_ood_benchmark
-from sayno.world import WorldConfig, build_world
+from sayno.world import StyleError, WorldConfig, build_world
 from sayno.world.build import FAMILY_FILES, PARTS, WORLD_VERSION
 
 TASKS = ("zeroshot", "mcq", "ccneg", "retrieval")
+TRAIN_STYLE = "openmoji"  # the art style the shipped Glasses and CLIPN were trained on: the in-style rows
+BENCHMARK_STYLES = ("openmoji", "noto", "twemoji", "fluent")  # sayno.world.styles' named styles
+STYLE_PARTS = ("test", "classify", "ood")  # the world parts the main job reads, in every style
+# the other styles' worlds serve the OOD benchmark only as covariate shift (their ``ood/id`` images): no OOD sets
+SHIFT_ONLY_OOD = {"ood_seen_classes": 0, "ood_per_class": 0}
+DROP_TASK = "style_drop"
+DROP_METRICS = ("CC-Neg", "MCQ", "R@5 negated", "zero-shot top-1")  # headers of SUMMARY_COLUMNS
 
 
 def default_world_dir(style: str = "openmoji", seed: int = 0) -> Path:
@@ -48,6 +57,34 @@ def default_world_dir(style: str = "openmoji", seed: int = 0) -> Path:
     if base:
         return Path(base) if style == "openmoji" else Path(f"{base}-{style}")
     return Path.home() / ".cache" / "sayno" / f"world-{style}-{seed}"
+
+
+def select_styles(styles: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The main job's art styles in the order given, duplicates dropped (default: :data:`BENCHMARK_STYLES`);
+    :class:`InputError` naming the known styles for any other name."""
+    if styles is None:
+        return BENCHMARK_STYLES
+    chosen = tuple(dict.fromkeys(s.strip() for s in styles if s.strip()))
+    unknown = [s for s in chosen if s not in BENCHMARK_STYLES]
+    if unknown:
+        raise InputError(f"unknown style(s) {', '.join(map(repr, unknown))}: use {', '.join(BENCHMARK_STYLES)}")
+    if not chosen:
+        raise InputError(f"no style given: use one or more of {', '.join(BENCHMARK_STYLES)}")
+    return chosen
+
+
+def style_world_dir(world: Path | None, style: str) -> Path:
+    """``style``'s world: ``world`` itself for the training style and ``<world>-<style>`` beside it for the others;
+    without ``world``, :func:`default_world_dir`."""
+    if world is None:
+        return default_world_dir(style)
+    return Path(world) if style == TRAIN_STYLE else Path(f"{world}-{style}")
+
+
+def style_config(style: str) -> WorldConfig:
+    """The world the main job builds in ``style``: the full world in the training style; in the others the same
+    test split and class folders, and of the OOD part only its ID images (the covariate shift)."""
+    return WorldConfig(style=style, **({} if style == TRAIN_STYLE else SHIFT_ONLY_OOD))
 
 
 def methods_for(backbone: Backbone, glasses: Path | str | None, training_free_row: bool = False) -> list[B.Method]:
@@ -95,6 +132,21 @@ def _run(task: str, methods: list[B.Method], dataset, data_path: Path, cache: Fe
     """Run one task; bad rows (the reader's and every image that could not be decoded) are reported on
     ``console`` and counted in ``bad_rows``. Raises :class:`DataError` when no row is usable."""
     memo = B.FeatureMemo(cache, progress)
+    bad = _prepare(methods, dataset, data_path, memo, console)
+    kwargs = {"cache": cache, "progress": progress, "memo": memo}
+    templates = None
+    if task == "zeroshot":
+        templates = load_templates("zeroshot")
+        kwargs["templates"] = templates
+    metrics = RUNNERS[task](methods, dataset, **kwargs)
+    return _result(task, methods, data_path, metrics, len(bad),
+                   {**({"templates": templates} if templates is not None else {}), **(extra or {})})
+
+
+def _prepare(methods: list[B.Method], dataset, data_path: Path, memo: B.FeatureMemo,
+             console: Console | None) -> list:
+    """Encode the dataset's images into ``memo``, report its bad rows on ``console`` and calibrate the
+    training-free scorers on its images; returns the bad rows. :class:`DataError` when no row is usable."""
     usable = _usable_rows(methods, dataset, memo)
     bad = list(getattr(dataset, "bad_rows", [])) + memo.bad
     if bad and console is not None:
@@ -102,24 +154,47 @@ def _run(task: str, methods: list[B.Method], dataset, data_path: Path, cache: Fe
     if usable == 0:
         raise DataError(_no_usable_rows(data_path, bad))
     _calibrate(methods, dataset, memo)
-    kwargs = {"cache": cache, "progress": progress, "memo": memo}
-    templates = None
-    if task == "zeroshot":
-        templates = load_templates("zeroshot")
-        kwargs["templates"] = templates
-    metrics = RUNNERS[task](methods, dataset, **kwargs)
+    return bad
+
+
+def _result(task: str, methods: list[B.Method], data_path: Path, metrics: dict, bad_rows: int,
+            extra: dict | None = None) -> dict:
+    """The JSON-ready result of one task on one dataset file (refused when a metric is not finite)."""
     _check_finite(metrics, data_path)
     bb = methods[0].backbone
     result = {
         "task": task, "dataset": str(data_path), "model": bb.spec, "fingerprint": bb.fingerprint,
-        "methods": metrics, "bad_rows": len(bad), "sayno_version": sayno.__version__,
+        "methods": metrics, "bad_rows": bad_rows, "sayno_version": sayno.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    if templates is not None:
-        result["templates"] = templates
-    if extra:
-        result.update(extra)
+    result.update(extra or {})
     return result
+
+
+DECISIONS = {"mcq": (B.mcq_decisions, B.mcq_metrics), "ccneg": (B.ccneg_decisions, B.ccneg_metrics)}
+
+
+def _with_families(task: str, methods: list[B.Method], path: Path, family_paths: list[Path],
+                   cache: FeatureCache | None, progress: bool, console: Console | None, extra: dict) -> list[dict]:
+    """``task`` (mcq or ccneg) on ``path`` and on each of ``family_paths``, files of some of its rows: their
+    metrics come from the same per-row decisions (scored once, calibrated on all of ``path``'s images); a file
+    with a row ``path`` lacks is run on its own."""
+    decide, metrics = DECISIONS[task]
+    full = _read(task, path, None, None)
+    memo = B.FeatureMemo(cache, progress)
+    bad = _prepare(methods, full, path, memo, console)
+    decisions = decide(methods, full, memo)
+    out = [_result(task, methods, path, metrics(full, decisions), len(bad), extra)]
+    for part_path in family_paths:
+        part = _read(task, part_path, None, None)
+        rows = B.matching_rows(full, part)
+        if rows is None:
+            out.append(_run(task, methods, part, part_path, cache, progress, console, extra))
+            continue
+        unreadable = int((~np.logical_and.reduce([ok[rows] for _, ok in decisions.values()])).sum())
+        out.append(_result(task, methods, part_path, metrics(full, decisions, rows),
+                           len(part.bad_rows) + unreadable, extra))
+    return out
 
 
 def _usable_rows(methods: list[B.Method], dataset, memo: B.FeatureMemo) -> int:
@@ -159,9 +234,11 @@ def evaluate(task: str, *, model: str, data: Path, root: Path | None = None, gla
                 {"glasses": str(glasses) if glasses else None})
 
 
-def ensure_world(folder: Path, style: str, parts: tuple[str, ...], console: Console | None) -> Path:
-    """Build the world's evaluation parts into ``folder`` unless a complete build of this world version
-    (:data:`sayno.world.build.WORLD_VERSION`) is already there; a stale one is rebuilt whole."""
+def ensure_world(folder: Path, style: str, parts: tuple[str, ...], console: Console | None,
+                 config: WorldConfig | None = None) -> Path:
+    """Build the world's evaluation parts into ``folder`` (with ``config``, default: the default world in
+    ``style``) unless a complete build of this world version (:data:`sayno.world.build.WORLD_VERSION`) is
+    already there; a stale one is rebuilt whole. Raises :class:`StyleError` when ``style``'s art is missing."""
     manifest = folder / "world.json"
     have: list[str] = []
     if manifest.exists():
@@ -173,41 +250,114 @@ def ensure_world(folder: Path, style: str, parts: tuple[str, ...], console: Cons
         console.print(f"building the emoji world ({style}) in {folder} ...")
     # a world lacking parts is rebuilt whole (with the parts it had): never new parts beside stale ones
     every = tuple(p for p in PARTS if p in set(parts) | set(have))
-    build_world(folder, WorldConfig(style=style), parts=every, progress=console is not None,
+    build_world(folder, config or WorldConfig(style=style), parts=every, progress=console is not None,
                 overwrite=manifest.exists())
     return folder
 
 
-def benchmark(*, world: Path | None = None, model: str = "embedded", device: str = "cpu", progress: bool = True,
-              console: Console | None = None) -> list[dict]:
-    """The main job: every world benchmark for plain CLIP and the shipped methods, in both art styles."""
+def benchmark(*, world: Path | None = None, model: str = "embedded", device: str = "cpu",
+              styles: Sequence[str] | None = None, progress: bool = True, console: Console | None = None) -> list[dict]:
+    """The main job: every world benchmark for plain CLIP and the shipped methods in each art style of ``styles``
+    (default: :data:`BENCHMARK_STYLES`), the drop from the training style (:func:`drop_result`) and the OOD
+    benchmark. A style whose art is not installed is skipped with a one-line note on ``console``;
+    :class:`StyleError` when none is left."""
+    chosen = select_styles(styles)
     backbone = load(model, device=device)
     methods = methods_for(backbone, shipped_weights("glasses", model), training_free_row=True)
     cache = FeatureCache.default()
-    results = []
-    for style in ("openmoji", "noto"):
-        folder = Path(world) if (world is not None and style == "openmoji") else (
-            Path(f"{world}-{style}") if world is not None else default_world_dir(style))
-        ensure_world(folder, style, ("test", "classify", "ood"), console)
-        jobs = [("zeroshot", folder / "classify", None), ("mcq", folder / "mcq_test.csv", None),
-                ("ccneg", folder / "ccneg_test.csv", None), ("retrieval", folder / "retrieval_test.csv", None),
-                ("retrieval", folder / "retrieval_neg_test.csv", None)]
-        jobs += [(task, folder / f"{task}_test_{suffix}.csv", None) for task in ("mcq", "ccneg")
-                 for suffix in FAMILY_FILES.values()]
-        for task, path, classes in jobs:
-            dataset = _read(task, path, None, classes)
-            r = _run(task, methods, dataset, path, cache, progress, console, {"style": style})
-            results.append(r)
-    results.append(_ood_result(backbone, model, cache, world, progress))
+    results: list[dict] = []
+    folders, skipped = _style_worlds(world, chosen, console)
+    for style, folder in folders.items():
+        results += _style_results(style, folder, methods, cache, progress, console)
+    drop = drop_result(results, backbone, folders, skipped)
+    if drop is not None:
+        results.append(drop)
+    if TRAIN_STYLE in folders:
+        results.append(_ood_result(backbone, model, cache, folders, progress))
+    else:
+        _note(console, f"no OOD benchmark: its ID set is the {TRAIN_STYLE} world (add {TRAIN_STYLE} to the styles)")
     return results
 
 
-def _ood_result(backbone: Backbone, model: str, cache: FeatureCache, world: Path | None, progress: bool) -> dict:
-    """The world's OOD benchmark (both styles), with the shipped CLIPN when there is one for ``model``."""
-    folder = Path(world) if world is not None else default_world_dir("openmoji")
-    noto = Path(f"{world}-noto") if world is not None else default_world_dir("noto")
-    return world_ood_benchmark(backbone, folder, noto_folder=noto, clipn=shipped_weights("clipn", model),
-                               cache=cache, progress=progress)
+def _note(console: Console | None, text: str) -> None:
+    if console is not None:
+        console.print(text, style="yellow", markup=False, highlight=False)
+
+
+def _style_worlds(world: Path | None, styles: Sequence[str], console: Console | None
+                  ) -> tuple[dict[str, Path], dict[str, str]]:
+    """({style: world folder} built or found, {style: why skipped}) for ``styles``."""
+    folders: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    for style in styles:
+        folder = style_world_dir(world, style)
+        try:
+            folders[style] = ensure_world(folder, style, STYLE_PARTS, console, style_config(style))
+        except StyleError as e:
+            skipped[style] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            _note(console, f"skipping style {style}: {skipped[style]}")
+    if not folders:
+        raise StyleError(f"none of the styles {', '.join(styles)} can be drawn here: {next(iter(skipped.values()))}")
+    return folders, skipped
+
+
+def _style_results(style: str, folder: Path, methods: list[B.Method], cache: FeatureCache, progress: bool,
+                   console: Console | None) -> list[dict]:
+    """The negation benchmarks (and zero-shot) of one style's world, one result per dataset file (MCQ and CC-Neg
+    by negation family from the same decisions as on the whole test split)."""
+    extra = {"style": style}
+    results = [_run(task, methods, _read(task, path, None, None), path, cache, progress, console, extra)
+               for task, path in (("zeroshot", folder / "classify"), ("retrieval", folder / "retrieval_test.csv"),
+                                  ("retrieval", folder / "retrieval_neg_test.csv"))]
+    for task in ("mcq", "ccneg"):
+        families = [folder / f"{task}_test_{suffix}.csv" for suffix in FAMILY_FILES.values()]
+        results += _with_families(task, methods, folder / f"{task}_test.csv", families, cache, progress, console,
+                                  extra)
+    return results
+
+
+def _ood_result(backbone: Backbone, model: str, cache: FeatureCache, folders: Mapping[str, Path],
+                progress: bool) -> dict:
+    """The world's OOD benchmark on the training style's world, every other style's ``ood/id`` images as
+    covariate-shifted ID, with the shipped CLIPN when there is one for ``model``."""
+    shifts = {style: folder for style, folder in folders.items() if style != TRAIN_STYLE}
+    return world_ood_benchmark(backbone, folders[TRAIN_STYLE], shift_folders=shifts,
+                               clipn=shipped_weights("clipn", model), cache=cache, progress=progress)
+
+
+def style_drops(results: list[dict], train_style: str = TRAIN_STYLE) -> dict[str, dict[str, dict[str, float]]]:
+    """``{method: {style: {metric: in-style minus cross-style}}}`` in points, from the per-style rows
+    (:func:`summary_rows`), for every style but ``train_style`` and every :data:`DROP_METRICS` measured in both."""
+    rows = summary_rows(results)
+    home = rows.get(train_style, {})
+    drops: dict[str, dict[str, dict[str, float]]] = {}
+    for method, base in home.items():
+        for style, per_method in rows.items():
+            other = per_method.get(method, {})
+            drop = {m: base[m] - other[m] for m in DROP_METRICS if m in base and m in other}
+            if style != train_style and drop:
+                drops.setdefault(method, {})[style] = drop
+    return drops
+
+
+def drop_result(results: list[dict], backbone: Backbone, folders: Mapping[str, Path],
+                skipped: Mapping[str, str] | None = None) -> dict | None:
+    """The ``style_drop`` result (JSON-ready; None without the training style and another style): ``methods``
+    maps each method to ``{"<style> <metric>": drop}``, ``styles`` and ``metrics`` name the keys' parts,
+    ``skipped`` the styles left out and why."""
+    drops = style_drops(results)
+    if not drops or TRAIN_STYLE not in folders:
+        return None
+    styles = list(dict.fromkeys(style for per in drops.values() for style in per))
+    return {
+        "task": DROP_TASK, "dataset": str(folders[TRAIN_STYLE]), "model": backbone.spec,
+        "fingerprint": backbone.fingerprint, "train_style": TRAIN_STYLE, "styles": styles,
+        "metrics": list(DROP_METRICS),
+        "methods": {method: {f"{style} {m}": v for style, vals in per.items() for m, v in vals.items()}
+                    for method, per in drops.items()},
+        "skipped": dict(skipped or {}), "sayno_version": sayno.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -255,6 +405,9 @@ def print_result(result: dict, console: Console) -> None:
 
 def print_summary(results: list[dict], console: Console) -> None:
     for r in results:
+        if r["task"] == DROP_TASK:
+            print_drops(r, console)
+            continue
         cols = _columns([r])
         t = Table(title=_title(r), title_justify="left")
         t.add_column("method")
@@ -268,6 +421,9 @@ def print_summary(results: list[dict], console: Console) -> None:
 def markdown_tables(results: list[dict]) -> str:
     out = []
     for r in results:
+        if r["task"] == DROP_TASK:
+            out.append(drops_markdown(r))
+            continue
         cols = _columns([r])
         out.append(f"### {_title(r)}\n")
         out.append("| method | " + " | ".join(cols) + " |")
@@ -276,6 +432,49 @@ def markdown_tables(results: list[dict]) -> str:
             out.append(f"| {name} | " + " | ".join(f"{metrics[c]:.2f}" if c in metrics else "" for c in cols) + " |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- style drop
+def _drop_title(r: dict) -> str:
+    return (f"Drop from the training style ({r['train_style']}): in-style minus cross-style, points "
+            "(positive: worse in the other style)")
+
+
+def drop_rows(r: dict) -> list[tuple[str, str, list[float | None]]]:
+    """(method, style, [drop per metric, None where not measured]) for each row of a ``style_drop`` result."""
+    return [(method, style, [vals.get(f"{style} {m}") for m in r["metrics"]])
+            for method, vals in r["methods"].items() for style in r["styles"]
+            if any(f"{style} {m}" in vals for m in r["metrics"])]
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.1f}"
+
+
+def print_drops(r: dict, console: Console) -> None:
+    """A ``style_drop`` result as one table: a row per (method, other style), a column per metric."""
+    t = Table(title=_drop_title(r), title_justify="left")
+    t.add_column("method")
+    t.add_column("style")
+    for m in r["metrics"]:
+        t.add_column(m, justify="right")
+    for method, style, values in drop_rows(r):
+        t.add_row(escape(method), escape(style), *[_signed(v) for v in values])
+    console.print(t)
+    for style, why in r.get("skipped", {}).items():
+        console.print(f"style {style} skipped: {why}", style="dim", markup=False, highlight=False)
+
+
+def drops_markdown(r: dict) -> str:
+    """A ``style_drop`` result as a Markdown table (and a line per skipped style)."""
+    lines = [f"### {_drop_title(r)}\n", "| method | style | " + " | ".join(r["metrics"]) + " |",
+             "|---" * (len(r["metrics"]) + 2) + "|"]
+    lines += [f"| {method} | {style} | " + " | ".join(_signed(v) for v in values) + " |"
+              for method, style, values in drop_rows(r)]
+    skipped = r.get("skipped", {})
+    if skipped:
+        lines += [""] + [f"Style {style} skipped: {why}" for style, why in skipped.items()]
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- main-job table
@@ -313,7 +512,8 @@ def summary_rows(results: list[dict], columns: tuple = SUMMARY_COLUMNS) -> dict[
 
 
 def print_benchmark(results: list[dict], console: Console) -> None:
-    """The main job's tables: negation benchmarks per art style, then the OOD table."""
+    """The main job's tables: negation benchmarks per art style, the drop from the training style, then the OOD
+    table."""
     titles = ((SUMMARY_COLUMNS, "Negation benchmarks, emoji world test split, style {} (accuracy / recall, %)"),
               (FAMILY_COLUMNS, ("By negation family, style {}: test rows phrased with training vs held-out "
                                 "families (accuracy, %)")))
@@ -330,6 +530,9 @@ def print_benchmark(results: list[dict], console: Console) -> None:
             for method, vals in rows.items():
                 t.add_row(method, *[f"{vals[h]:.1f}" if h in vals else "" for h in headers])
             console.print(t)
+    for r in results:
+        if r["task"] == DROP_TASK:
+            print_drops(r, console)
     for r in results:
         if r["task"] == "ood":
             print_ood_table(r, console)

@@ -5,9 +5,13 @@ accepted while 95% of ID is accepted, the MCM/CLIPN/NegLabel convention; with ``
 mirror image, labelled "FPR95 (OpenOOD)"), their average over the OOD sets, and ID accuracy.
 
 Covariate shift (full-spectrum OOD, as OpenOOD v1.5's FS-OOD): a *shifted ID* set (same classes, another
-art style, e.g. the world's ``noto`` build) is still in-distribution. For each shifted set the table reports
-ID accuracy on it and AUROC / FPR95 with the shifted images as ID against the same OOD sets (averaged): a
-detector that flags style changes as OOD loses there.
+art style, e.g. the world's ``noto``, ``twemoji`` or ``fluent`` build) is still in-distribution. For each
+shifted set a second table reports ID accuracy on it and AUROC / FPR95 with the shifted images as ID against the
+same OOD sets (averaged): a detector that flags style changes as OOD loses there.
+
+The emoji world (:func:`world_ood_benchmark`): ID classes from the ID categories (animal, food), OOD sets
+``near`` (other concepts of those categories), ``far`` (other categories), ``unseen_near`` / ``unseen_far``
+(never-seen concepts, split the same way); the rule is :func:`sayno.world.build.ood_split`.
 
 Degenerate inputs: an empty OOD set is listed with ``n = 0`` and no metrics (JSON null) and left out of the
 average; an OOD set or ID folder that does not exist is an error; unreadable images are dropped and counted
@@ -17,6 +21,7 @@ average; an OOD set or ID folder that does not exist is an error; unreadable ima
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -33,10 +38,12 @@ from sayno.base.prompts import check_distinct_classes, class_prompts, ensemble
 from sayno.clipn.checkpoint import load_clipn
 from sayno.clipn.infer import Clipn
 from sayno.data import DataError, read_class_names, read_image_folder, report_bad_rows, walk_images
+from sayno.errors import InputError
 from sayno.features import FeatureCache, encode_images, encode_texts
 from sayno.ood.clipn_scorers import ClipnATD, ClipnCTW
 from sayno.ood.metrics import accuracy, fpr95_openood, ood_metrics
 from sayno.ood.scorers import MCM, MSP, Energy, MaxLogit, NegLabel, OODScorer, class_templates, template_file
+from sayno.world.build import OOD_SETS
 
 FPR_CONVENTION = "ID positive: share of OOD images accepted at the threshold that accepts 95% of ID images"
 BASELINES = ("MSP", "MaxLogit", "Energy", "MCM", "NegLabel")
@@ -112,6 +119,9 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
     ``[label]``; with several, ``CLIPN-CTW``/``CLIPN-ATD`` mean rows and ``std`` columns are added).
     """
     t_start = time.time()
+    clash = sorted((set(ood_dirs) & set(shifted_id or {})) | ({"avg"} & {*ood_dirs, *(shifted_id or {})}))
+    if clash:  # their metrics share one namespace: "<set> AUROC"
+        raise InputError(f"OOD and shifted-ID sets need distinct names other than 'avg': {', '.join(clash)}")
     names = read_class_names(class_names) if isinstance(class_names, (str, os.PathLike)) else list(class_names)
     id_data = read_image_folder(id_dir, names)
     bad: list = list(id_data.bad_rows)
@@ -279,18 +289,69 @@ def _safe(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the world
-def world_ood_benchmark(backbone: Backbone, folder: str | os.PathLike, *, noto_folder: str | os.PathLike | None = None,
-                        clipn=None, cache: FeatureCache | None = None, progress: bool = True,
-                        plots: str | os.PathLike | None = None, words: Sequence[str] | None = None) -> dict:
-    """The emoji world's OOD benchmark: ID = ``ood/id`` (50 classes), OOD = ``ood_seen`` (concepts the
-    embedded CLIP saw) and ``ood_unseen`` (never seen); ``noto_folder``'s ``ood/id`` as covariate-shifted ID."""
+#: OOD set folders of worlds before version 3 (``ood/ood_seen``, ``ood/ood_unseen``), still read
+LEGACY_OOD_SETS = ("ood_seen", "ood_unseen")
+
+
+def world_ood_sets(folder: str | os.PathLike) -> dict[str, Path]:
+    """{set name: folder} of a world's ``ood/`` part, in table order (:data:`sayno.world.build.OOD_SETS`, or
+    the two sets of a world before version 3); :class:`DataError` when it has none."""
     w = Path(folder) / "ood"
-    shifted = {}
-    if noto_folder is not None and (Path(noto_folder) / "ood" / "id").is_dir():
-        shifted["noto"] = Path(noto_folder) / "ood" / "id"
-    return evaluate_ood(backbone, w / "id_classes.txt", w / "id",
-                        {"ood_seen": w / "ood_seen", "ood_unseen": w / "ood_unseen"}, clipn=clipn,
-                        shifted_id=shifted, cache=cache, progress=progress, plots=plots, words=words)
+    sets = {name: w / name for name in (*OOD_SETS, *LEGACY_OOD_SETS) if (w / name).is_dir()}
+    if not (w / "id").is_dir() or not (w / "id_classes.txt").is_file() or not sets:
+        raise DataError(f"{folder}: no OOD part (ood/id, ood/id_classes.txt and OOD sets); build it with "
+                        f"sayno world build {folder} --parts ood")
+    return sets
+
+
+def _shift_id_dirs(folder: Path, shift_folders: Mapping[str, str | os.PathLike]) -> dict[str, Path]:
+    """{style: ``<world>/ood/id``} of the covariate-shifted worlds; :class:`DataError` for a world without the
+    OOD part or with other ID classes than ``folder``'s (another seed or world version)."""
+    want = read_class_names(folder / "ood" / "id_classes.txt")
+    out = {}
+    for style, world in shift_folders.items():
+        ood = Path(world) / "ood"
+        if not (ood / "id").is_dir() or not (ood / "id_classes.txt").is_file():
+            raise DataError(f"{world}: no ood/id for the {style} covariate shift; build it with sayno world build "
+                            f"{world} --style {style} --parts ood (same seed as {folder})")
+        if read_class_names(ood / "id_classes.txt") != want:
+            raise DataError(f"{world}: its ID classes differ from {folder}'s (another seed or world version); "
+                            f"rebuild it with the same seed")
+        out[style] = ood / "id"
+    return out
+
+
+def world_ood_benchmark(backbone: Backbone, folder: str | os.PathLike, *,
+                        shift_folders: Mapping[str, str | os.PathLike] | None = None,
+                        noto_folder: str | os.PathLike | None = None, clipn=None, cache: FeatureCache | None = None,
+                        progress: bool = True, plots: str | os.PathLike | None = None,
+                        words: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+                        openood_fpr: bool = False, console: Console | None = None) -> dict:
+    """The emoji world's OOD benchmark (:func:`evaluate_ood` on a world folder).
+
+    ID = ``ood/id``; OOD sets = ``near``, ``far``, ``unseen_near``, ``unseen_far`` (the rule:
+    :func:`sayno.world.build.ood_split`; a world before version 3 has ``ood_seen`` / ``ood_unseen``).
+    shift_folders: ``{style: world folder}``, each a world of the same seed built in another style with the
+    ``ood`` part; its ``ood/id`` is covariate-shifted ID (columns ``<style> AUROC`` ... in the result).
+    noto_folder: the older single-shift form, ``{"noto": noto_folder}``; skipped when it has no ``ood/id``.
+    The result gets ``"world"``: the folder, its version and its manifest's OOD split (classes per set).
+    """
+    folder = Path(folder)
+    sets = world_ood_sets(folder)
+    shifts = dict(shift_folders or {})
+    if noto_folder is not None and "noto" not in shifts and (Path(noto_folder) / "ood" / "id").is_dir():
+        shifts["noto"] = noto_folder
+    w = folder / "ood"
+    result = evaluate_ood(backbone, w / "id_classes.txt", w / "id", sets, clipn=clipn,
+                          shifted_id=_shift_id_dirs(folder, shifts), words=words, methods=methods, cache=cache,
+                          progress=progress, plots=plots, openood_fpr=openood_fpr, console=console)
+    manifest = folder / "world.json"
+    built = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    result["world"] = {"folder": str(folder), "version": built.get("version"),
+                       "style": built.get("config", {}).get("style"),
+                       "ood_split": built.get("parts", {}).get("ood"),
+                       "shift_worlds": {k: str(v) for k, v in shifts.items()}}
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- printing
@@ -300,8 +361,15 @@ def _fmt(v, std=None) -> str:
     return f"{v:.2f}" if std is None else f"{v:.2f}±{std:.2f}"
 
 
+def _cell(m: dict, a: str, b: str) -> str:
+    """``"AUROC / FPR95"`` of metrics ``a`` and ``b``, with ``±std`` where the row has one."""
+    return f"{_fmt(m.get(a), m.get(a + ' std'))} / {_fmt(m.get(b), m.get(b + ' std'))}"
+
+
 def print_ood_table(result: dict, console: Console) -> None:
-    """The papers' table: per OOD set AUROC (up) / FPR95 (down), their average, ID accuracy, shifted ID."""
+    """The papers' table: per OOD set AUROC (up) / FPR95 (down), their average and ID accuracy; then, with
+    covariate-shifted ID sets, a second table: per shift (style) AUROC / FPR95 of the shifted ID images against
+    the OOD sets (averaged over them) and ID accuracy on them."""
     sets = list(result["ood_sets"])
     shifts = list(result.get("shifted_id", {}))
     t = Table(title=f"OOD detection, ID {Path(result['dataset']).name} ({result['id']['n']} images, "
@@ -311,19 +379,29 @@ def print_ood_table(result: dict, console: Console) -> None:
         t.add_column(f"{s} (n={result['ood_sets'][s]['n']})", justify="right")
     t.add_column("average", justify="right")
     t.add_column("ID acc", justify="right")
-    for s in shifts:
-        t.add_column(f"{s}-ID vs OOD", justify="right")
-        t.add_column(f"{s} ID acc", justify="right")
     for name, m in result["methods"].items():
-        def cell(a: str, b: str, m: dict = m) -> str:
-            return f"{_fmt(m.get(a), m.get(a + ' std'))} / {_fmt(m.get(b), m.get(b + ' std'))}"
-
-        row = [cell(f"{s} AUROC", f"{s} FPR95") for s in sets] + [cell("avg AUROC", "avg FPR95"),
-                                                                     _fmt(m.get("ID acc"), m.get("ID acc std"))]
-        for s in shifts:
-            row += [cell(f"{s} AUROC", f"{s} FPR95"), _fmt(m.get(f"{s} ID acc"), m.get(f"{s} ID acc std"))]
+        row = [_cell(m, f"{s} AUROC", f"{s} FPR95") for s in sets] + [_cell(m, "avg AUROC", "avg FPR95"),
+                                                                         _fmt(m.get("ID acc"), m.get("ID acc std"))]
         t.add_row(escape(name), *row)  # row names hold "[label]": not rich markup
     console.print(t)
+    if shifts:
+        _print_shift_table(result, shifts, console)
     console.print(f"FPR95: {result.get('fpr_convention', FPR_CONVENTION)}", style="dim")
     for note in result.get("notes", []):
         console.print(note, style="yellow")
+
+
+def _print_shift_table(result: dict, shifts: list[str], console: Console) -> None:
+    """Covariate shift: one column pair per shifted ID set (style)."""
+    t = Table(title="Covariate shift: the ID classes in another style (still ID) vs every OOD set, AUROC↑ / "
+              "FPR95↓ (%), and ID accuracy on them", title_justify="left")
+    t.add_column("method")
+    for s in shifts:
+        t.add_column(f"{s}-ID vs OOD (n={result['shifted_id'][s]['n']})", justify="right")
+        t.add_column(f"{s} ID acc", justify="right")
+    for name, m in result["methods"].items():
+        row = []
+        for s in shifts:
+            row += [_cell(m, f"{s} AUROC", f"{s} FPR95"), _fmt(m.get(f"{s} ID acc"), m.get(f"{s} ID acc std"))]
+        t.add_row(escape(name), *row)
+    console.print(t)

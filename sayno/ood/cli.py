@@ -1,6 +1,7 @@
 """The OOD benchmark command, added to the ``sayno eval`` group by :func:`register`:
 
     sayno eval ood --model SPEC [--clipn CKPT] --id-classes FILE --id DIR --ood NAME=DIR ... [--json]
+    sayno eval ood --model SPEC [--clipn LABEL=CKPT ...] --world DIR [--shift-world STYLE=DIR ...]   # emoji world
 
 (``sayno ood``, CLIPN's per-image decision, lives in :mod:`sayno.clipn.cli`.)
 """
@@ -18,7 +19,7 @@ from sayno.backbones import load
 from sayno.backbones.base import Backbone
 from sayno.cliutil import MODEL_HELP, console, err, fail, guard, subgroup
 from sayno.features import FeatureCache
-from sayno.ood.bench import evaluate_ood, print_ood_table
+from sayno.ood.bench import evaluate_ood, print_ood_table, world_ood_benchmark
 from sayno.ood.wordlist import read_word_list
 
 EVAL_HELP = "Benchmarks: zero-shot, MCQ, CC-Neg, retrieval, OOD."
@@ -56,11 +57,17 @@ def eval_ood(
     model: str = typer.Option("embedded", "--model", "-m", help=MODEL_HELP),
     clipn: list[str] | None = typer.Option(None, "--clipn", help="CLIPN checkpoint; repeat (LABEL=CKPT) for "
                                               "several, e.g. seeds: adds mean ± std rows."),
-    id_classes: Path = typer.Option(..., "--id-classes", help="ID class names, one per line."),
-    id_dir: Path = typer.Option(..., "--id", help="ID images: <dir>/<class>/<image>."),
-    ood: list[str] = typer.Option(..., "--ood", help="An OOD set as NAME=DIR (repeatable)."),
+    id_classes: Path | None = typer.Option(None, "--id-classes", help="ID class names, one per line."),
+    id_dir: Path | None = typer.Option(None, "--id", help="ID images: <dir>/<class>/<image>."),
+    ood: list[str] | None = typer.Option(None, "--ood", help="An OOD set as NAME=DIR (repeatable)."),
     shifted_id: list[str] | None = typer.Option(None, "--shifted-id", help="Covariate-shifted ID set, NAME=DIR "
                                                    "(same class folders, another style; repeatable)."),
+    world: Path | None = typer.Option(None, "--world", help="An emoji world folder: its ood/ part gives the ID "
+                                      "classes and images and the near/far/unseen OOD sets (instead of --id-classes, "
+                                      "--id, --ood)."),
+    shift_world: list[str] | None = typer.Option(None, "--shift-world", help="With --world: a world of the same "
+                                                 "seed in another style, STYLE=DIR, as covariate-shifted ID "
+                                                 "(repeatable)."),
     words: Path | None = typer.Option(None, help="Word list for NegLabel (default: WordNet)."),
     methods: str | None = typer.Option(None, help="Comma-separated subset, e.g. MCM,NegLabel,CLIPN-ATD."),
     openood_fpr: bool = typer.Option(False, "--openood-fpr", help="Also report OpenOOD's OOD-positive FPR95."),
@@ -76,11 +83,22 @@ def eval_ood(
     if clipn:
         ckpts = {"": Path(clipn[0])} if len(clipn) == 1 and "=" not in clipn[0] else _pairs(clipn, "--clipn")
     word_list = guard(read_word_list, words) if words else None
-    result = guard(evaluate_ood, bb, id_classes, id_dir, _pairs(ood, "--ood"), clipn=ckpts,
-                   shifted_id=_pairs(shifted_id or [], "--shifted-id"), words=word_list,
-                   methods=[m.strip() for m in methods.split(",")] if methods else None,
-                   cache=FeatureCache.default() if cache else None, progress=not as_json, plots=plots,
-                   openood_fpr=openood_fpr, console=err)
+    common = {"clipn": ckpts, "words": word_list, "methods": [m.strip() for m in methods.split(",")] if methods
+              else None, "cache": FeatureCache.default() if cache else None, "progress": not as_json,
+              "plots": plots, "openood_fpr": openood_fpr, "console": err}
+    if world is not None:
+        if id_classes or id_dir or ood or shifted_id:
+            fail("--world gives the ID and OOD sets: drop --id-classes, --id, --ood and --shifted-id "
+                 "(use --shift-world STYLE=DIR for shifted ID)")
+        result = guard(world_ood_benchmark, bb, world, shift_folders=_pairs(shift_world or [], "--shift-world"),
+                       **common)
+    else:
+        if shift_world:
+            fail("--shift-world needs --world; without it give --shifted-id NAME=DIR")
+        if id_classes is None or id_dir is None or not ood:
+            fail("give --id-classes FILE, --id DIR and at least one --ood NAME=DIR, or --world DIR")
+        result = guard(evaluate_ood, bb, id_classes, id_dir, _pairs(ood, "--ood"),
+                       shifted_id=_pairs(shifted_id or [], "--shifted-id"), **common)
     if out is not None:
         err.print(f"result written to {_write_result(result, out)}")
     if as_json:

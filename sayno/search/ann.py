@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sayno.search.store import SearchError, _faiss, coarse_index
+from sayno.search.store import SearchError, StreamedFlatIndex, _faiss, coarse_index
 
 KINDS = ("flat", "ivf", "auto")
 AUTO_FLAT_MAX_BYTES = 512 * 2**20  # flat while its fp16 scan reads at most this per query
@@ -93,18 +93,21 @@ def default_nprobe(nlist: int) -> int:
 # ------------------------------------------------------------------------------------------ building
 def build_coarse(vectors: np.ndarray, requested: str, *, previous: object | None = None,
                  previous_info: dict | None = None, previous_version: str = "", source: np.ndarray | None = None,
-                 seed: int = 0) -> tuple[object, dict, str]:
+                 seed: int = 0, stream_flat: bool = False) -> tuple[object, dict, str]:
     """The coarse faiss index over (N, D) float32 ``vectors`` (a memory map is fine: read in chunks).
 
     previous / previous_info / previous_version: the last version's faiss index, its ``index`` section and
     name; source: (N,) int64, the previous row of each new row (-1 for a new vector). With an IVF previous
     index whose cells still fit (:data:`RETRAIN_GROWTH`), its cells are kept and kept rows keep their cell.
     Returns ``(index, info, reason)``: info is the ``index`` section for the envelope, reason one line.
+    stream_flat: a flat index is returned as a :class:`sayno.search.store.StreamedFlatIndex` (written to its
+    file chunk by chunk by ``write_version``, never held in memory) instead of a faiss index.
     """
     n, dim = int(vectors.shape[0]), int(vectors.shape[1])
     choice = choose_index(requested, n, dim)
     if choice.kind == "flat":
-        return coarse_index(vectors, dim), {"kind": "flat", "factory": "SQfp16"}, choice.reason
+        index = StreamedFlatIndex(vectors, dim) if stream_flat else coarse_index(vectors, dim)
+        return index, {"kind": "flat", "factory": "SQfp16"}, choice.reason
     reuse = _reusable(previous, previous_info, n, dim)
     if reuse is not None:
         index = _empty_like(previous)

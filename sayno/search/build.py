@@ -6,7 +6,11 @@ Data flows one way: files -> (sha1, pixels) -> backbone image features -> faiss 
   Any other file is read once: its sha1 is taken from the bytes; a content already in the index (a renamed or
   touched file) reuses that vector; anything else is decoded and encoded. Files that disappeared are dropped.
 - **Streamed.** Files are decoded and encoded one batch at a time (a torch DataLoader with ``num_workers``
-  decoding processes); memory holds one batch of pixels plus the features (4*D bytes per image).
+  decoding processes); new vectors go to a spool file as they are encoded and are merged into the version a
+  chunk at a time (:mod:`sayno.search.shards`); the flat faiss index is written straight to its file. What
+  is kept per image is flat arrays, never a Python object per file: the scan (:mod:`sayno.search.scan`: paths
+  as one byte blob, sizes, mtimes), raw 20-byte sha1 digests, row numbers (about 100 bytes per image in all);
+  unchanged files and known contents are matched by hash and binary search, not dicts.
 - **Folder walking** is :func:`sayno.data.walk_images` (its extensions; hidden files and folders skipped;
   symlinks followed, each real folder once).
 - **Unreadable files** (corrupt, truncated, not an image, no permission) are reported with their paths and
@@ -26,7 +30,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,20 +44,27 @@ from sayno.backbones import load
 from sayno.base.shipped import shipped_weights
 from sayno.checkpoint import Envelope, atomic_path, read_header
 from sayno.data.errors import BadRow
-from sayno.data.images import IMAGE_EXTENSIONS, to_rgb, walk_images
+from sayno.data.images import IMAGE_EXTENSIONS, to_rgb
 from sayno.glasses.checkpoint import FORMAT as GLASSES_FORMAT
 from sayno.glasses.training_free import TRAINING_FREE, TrainingFreeGlasses, is_training_free
 from sayno.glasses.training_free import identity as training_free_identity
 from sayno.runtime import torch_threads
 from sayno.search.ann import build_coarse, check_kind, index_info
 from sayno.search.milvus import MilvusStore, check_backend, collection_name
-from sayno.search.shards import NpyRows, VectorSpool, incoming_path, merge_to_file, remove_leftovers
+from sayno.search.scan import Scanned, scan_images
+from sayno.search.shards import (
+    ConcatRows,
+    NpyRows,
+    VectorSpool,
+    incoming_path,
+    merge_to_file,
+    remove_leftovers,
+)
 from sayno.search.store import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     POINTER,
-    FileTable,
     IndexBackboneMismatch,
     IndexData,
     IndexMismatch,
@@ -65,6 +76,7 @@ from sayno.search.store import (
     write_version,
     writer_lock,
 )
+from sayno.search.table import DIGEST, FileTable, PathColumn, Sha1Column
 
 
 @dataclass
@@ -179,51 +191,74 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[tuple[str, int, int]], 
     """Image files under ``folder`` (:func:`sayno.data.walk_images`: any depth, hidden files and folders
     skipped, symlinks followed), sorted by path.
 
-    Returns ``(relative posix path, size, mtime_ns)`` rows and the files that could not even be stat'ed.
+    Returns ``(relative posix path, size, mtime_ns)`` rows and the files that could not even be stat'ed. (The
+    build itself keeps them as arrays: :func:`scan_arrays`.)
     """
+    scanned, bad = scan_arrays(folder)
+    return scanned.rows(), bad
+
+
+def scan_arrays(folder: str | os.PathLike) -> tuple[Scanned, list[BadRow]]:
+    """:func:`scan_folder` as flat arrays (:class:`sayno.search.scan.Scanned`), never a Python object per
+    file."""
     root = Path(folder)
     if not root.is_dir():
         raise SearchError(f"{root}: no such image folder")
-    rows, bad = [], []
-    for path in walk_images(root):
-        try:
-            st = path.stat()
-        except OSError as e:
-            bad.append(BadRow(str(path), None, f"cannot read file ({e.strerror or type(e).__name__})"))
-            continue
-        rows.append((path.relative_to(root).as_posix(), int(st.st_size), int(st.st_mtime_ns)))
-    rows.sort()
-    return rows, bad
+    return scan_images(root)
+
+
+class KnownContents:
+    """The previous version's contents: a sha1 digest -> its first row, by binary search in the sorted digests
+    (no dict of a million hex strings). ``digest in known``; :meth:`first_rows`."""
+
+    def __init__(self, sha1: Sha1Column | None = None):
+        keys = sha1.keys() if sha1 is not None else np.zeros(0, f"S{DIGEST}")
+        self.order = np.argsort(keys, kind="stable")  # equal digests: the first row first
+        self.sorted = keys[self.order]
+
+    def first_rows(self, digests: np.ndarray) -> np.ndarray:
+        """(M, 20) uint8 digests -> (M,) int64 first row with that content, -1 where unknown."""
+        keys = np.ascontiguousarray(digests, np.uint8).reshape(-1, DIGEST).view(f"S{DIGEST}").reshape(-1)
+        if not len(self.sorted):
+            return np.full(len(keys), -1, np.int64)
+        at = np.minimum(np.searchsorted(self.sorted, keys), len(self.sorted) - 1)
+        return np.where(self.sorted[at] == keys, self.order[at], -1).astype(np.int64)
+
+    def __contains__(self, digest: bytes) -> bool:
+        return bool(self.first_rows(np.frombuffer(digest, np.uint8))[0] >= 0)
 
 
 # ------------------------------------------------------------------------------------------ decoding
 class _ReadDecode(torch.utils.data.Dataset):
-    """Job j -> (j, sha1 | None, pixels | None, reason | None). One read per file; contents whose sha1 is
-    in ``known`` are not decoded (their vector is reused). Never raises on a bad file."""
+    """Job k (scanned row ``jobs[k]`` of ``paths`` under ``root``) -> (k, sha1 digest | None, pixels | None,
+    reason | None). One read per file; contents in ``known`` are not decoded (their vector is reused). Never
+    raises on a bad file."""
 
-    def __init__(self, files: Sequence[Path], preprocess: Callable, known: frozenset[str]):
-        self.files, self.preprocess, self.known = list(files), preprocess, known
+    def __init__(self, root: str, paths: PathColumn, jobs: np.ndarray, preprocess: Callable,
+                 known: KnownContents):
+        self.root, self.paths, self.jobs, self.preprocess, self.known = root, paths, jobs, preprocess, known
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.jobs)
 
-    def __getitem__(self, j: int):
-        p = self.files[j]
+    def __getitem__(self, k: int):
+        path = os.path.join(self.root, self.paths[int(self.jobs[k])])
         try:
-            data = p.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as e:
-            return j, None, None, f"cannot read file ({e.strerror or type(e).__name__})"
-        sha = hashlib.sha1(data).hexdigest()
+            return k, None, None, f"cannot read file ({e.strerror or type(e).__name__})"
+        sha = hashlib.sha1(data).digest()
         if sha in self.known:
-            return j, sha, None, None
+            return k, sha, None, None
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
                 rgb = to_rgb(im)
-            return j, sha, self.preprocess(rgb), None
+            return k, sha, self.preprocess(rgb), None
         except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, EOFError, ...
             msg = " ".join(str(e).split())[:120]
-            return j, sha, None, f"cannot decode image ({type(e).__name__}: {msg})"
+            return k, sha, None, f"cannot decode image ({type(e).__name__}: {msg})"
 
 
 def _as_list(batch: list) -> list:
@@ -237,22 +272,28 @@ def _progress(enabled: bool) -> Progress | contextlib.nullcontext:
                     console=Console(stderr=True), transient=False)
 
 
+NEW, REUSED, BAD = 1, 2, 3  # what became of a job (_Part.state)
+
+
 @dataclass
 class _Part:
-    """One rank's work: for each job it handled, either a vector or the id of a reused content."""
+    """One process's work, as arrays over its jobs (scanned rows ``job``, in order): ``sha1`` (M, 20) digests,
+    ``state`` NEW (its vector is the next one in the process's spool), REUSED (a known content) or BAD (then
+    ``bad`` holds (job, reason))."""
 
-    job: list[int] = field(default_factory=list)
-    sha1: list[str] = field(default_factory=list)
-    reuse: list[str] = field(default_factory=list)  # sha1 of a known content, "" where encoded
-    vectors: list[np.ndarray] = field(default_factory=list)
+    job: np.ndarray
+    sha1: np.ndarray
+    state: np.ndarray
     bad: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _encode_jobs(backbone, files: Sequence[Path], jobs: Sequence[int], known: frozenset[str], cfg: IndexConfig,
-                 progress: bool, vectors: VectorSpool | None = None) -> _Part:
-    """Read, decode and encode ``jobs``; new vectors go to ``vectors`` (a spool on disk) or a list."""
-    part = _Part(vectors=[] if vectors is None else vectors)
-    data = _ReadDecode([files[j] for j in jobs], backbone.preprocess, known)
+def _encode_jobs(backbone, root: Path, paths: PathColumn, jobs: np.ndarray, known: KnownContents,
+                 cfg: IndexConfig, progress: bool, vectors: VectorSpool) -> _Part:
+    """Read, decode and encode ``jobs`` (scanned rows, in order); new vectors go to ``vectors`` (a spool on
+    disk), in job order."""
+    jobs = np.asarray(jobs, np.int64)
+    part = _Part(jobs, np.zeros((len(jobs), DIGEST), np.uint8), np.zeros(len(jobs), np.int8))
+    data = _ReadDecode(str(root), paths, jobs, backbone.preprocess, known)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                          collate_fn=_as_list, shuffle=False)
     with _progress(progress and len(jobs) > cfg.batch_size) as bar:
@@ -260,22 +301,19 @@ def _encode_jobs(backbone, files: Sequence[Path], jobs: Sequence[int], known: fr
         for batch in loader:
             good = []
             for k, sha, px, reason in batch:
+                if sha is not None:
+                    part.sha1[k] = np.frombuffer(sha, np.uint8)
                 if reason is not None:
-                    part.bad.append((jobs[k], reason))
+                    part.state[k] = BAD
+                    part.bad.append((int(jobs[k]), reason))
                 elif px is None:
-                    part.job.append(jobs[k])
-                    part.sha1.append(sha)
-                    part.reuse.append(sha)
+                    part.state[k] = REUSED
                 else:
-                    good.append((k, sha, px))
+                    part.state[k] = NEW
+                    good.append(px)
             if good:
                 with torch.no_grad():
-                    out = backbone.encode_image(torch.stack([px for _, _, px in good])).float().cpu().numpy()
-                for (k, sha, _), v in zip(good, out):
-                    part.job.append(jobs[k])
-                    part.sha1.append(sha)
-                    part.reuse.append("")
-                    part.vectors.append(v)
+                    vectors.extend(backbone.encode_image(torch.stack(good)).float().cpu().numpy())
             if bar is not None:
                 bar.advance(task, len(batch))
     return part
@@ -312,19 +350,14 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _save_part(path: Path, part: _Part, dim: int) -> None:
-    vec = np.stack(part.vectors) if part.vectors else np.zeros((0, dim), np.float32)
+def _save_part(path: Path, part: _Part) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, job=np.asarray(part.job, np.int64), sha1=np.asarray(part.sha1, dtype="<U40"),
-                 reuse=np.asarray(part.reuse, dtype="<U40"), vectors=vec.astype(np.float32),
-                 bad=np.asarray(json.dumps(part.bad)))
+        np.savez(f, job=part.job, sha1=part.sha1, state=part.state, bad=np.asarray(json.dumps(part.bad)))
 
 
 def _load_part(path: Path) -> _Part:
     with np.load(path, allow_pickle=False) as z:
-        vec = z["vectors"]
-        return _Part(z["job"].tolist(), z["sha1"].tolist(), z["reuse"].tolist(), list(vec),
-                     [tuple(b) for b in json.loads(str(z["bad"]))])
+        return _Part(z["job"], z["sha1"], z["state"], [tuple(b) for b in json.loads(str(z["bad"]))])
 
 
 # ------------------------------------------------------------------------------------------ the build
@@ -395,8 +428,8 @@ def check_out(folder: Path, out: Path, force: bool = False) -> None:
 def _build(folder: Path, out: Path, cfg: IndexConfig, backbone, progress: bool) -> BuildReport:
     t0 = time.perf_counter()
     rank, world, own_group = _dist_info(cfg.device)
-    rows, bad = scan_folder(folder)
-    if not rows and not bad:
+    scanned, bad = scan_arrays(folder)
+    if not len(scanned) and not bad:
         kinds = ", ".join(sorted(ext[1:] for ext in IMAGE_EXTENSIONS))
         raise SearchError(f"{folder}: no images ({kinds}) in this folder or below it")
     with _rank0_lock(out, rank, world):
@@ -404,29 +437,34 @@ def _build(folder: Path, out: Path, cfg: IndexConfig, backbone, progress: bool) 
             backbone = load(cfg.model, device=_rank_device(cfg.device, world), precision=cfg.precision)
         glasses = glasses_identity(resolve_glasses(cfg.glasses, cfg.model), backbone)
         old = _previous(out, folder, backbone.fingerprint, glasses, cfg.rebuild)
-        keep, todo, known_ids = _plan(rows, old)
-        files = [folder / r[0] for r in rows]
+        plan = _plan(scanned, old)
+        known = KnownContents(old.files.sha1 if old is not None else None)
         report = BuildReport(out, "", folder, 0, 0, 0, 0, bad, 0.0, world)
+        dim = int(backbone.embed_dim)
         if rank == 0:
             remove_leftovers(out)  # files of interrupted builds (rank 0 holds the writer lock)
-        # one process: new vectors are spooled to disk as they are encoded (sayno.search.shards)
-        spool = VectorSpool(incoming_path(out, ".spool"), backbone.embed_dim) if world == 1 else None
-        try:
-            part = _encode_jobs(backbone, files, todo[rank::world], frozenset(known_ids), cfg,
-                                progress and rank == 0, vectors=spool)
-            if world == 1:
-                report = _merge(out, folder, rows, keep, old, known_ids, [part], bad, backbone, glasses, cfg, world)
-        finally:
-            if spool is not None:
-                spool.close()
-        if world > 1:
-            with _shared_parts(out, rank, world) as parts_dir:
-                _save_part(parts_dir / f"rank-{rank}.npz", part, backbone.embed_dim)
-                _barrier(world)
-                if rank == 0:
-                    parts = [_load_part(parts_dir / f"rank-{r}.npz") for r in range(world)]
-                    report = _merge(out, folder, rows, keep, old, known_ids, parts, bad, backbone, glasses, cfg,
-                                    world)
+        with _shared_parts(out, rank, world) as parts_dir:
+            # new vectors are spooled to disk as they are encoded (sayno.search.shards), one file per process
+            spool = VectorSpool(incoming_path(out, ".spool") if parts_dir is None else parts_dir / f"rank-{rank}.f32",
+                                dim)
+            try:
+                part = _encode_jobs(backbone, folder, scanned.paths, plan.todo[rank::world], known, cfg,
+                                    progress and rank == 0, spool)
+                if world == 1:
+                    report = _merge(out, folder, scanned, plan, old, known, [(part, spool.reader())], bad,
+                                    backbone, glasses, cfg, world)
+                else:
+                    spool.close(remove=False)  # rank 0 reads it; the parts folder goes when the build ends
+                    _save_part(parts_dir / f"rank-{rank}.npz", part)
+                    _barrier(world)
+                    if rank == 0:
+                        parts = [_load_part(parts_dir / f"rank-{r}.npz") for r in range(world)]
+                        spools = [NpyRows(parts_dir / f"rank-{r}.f32", raw=(int((p.state == NEW).sum()), dim))
+                                  for r, p in enumerate(parts)]
+                        report = _merge(out, folder, scanned, plan, old, known, list(zip(parts, spools)), bad,
+                                        backbone, glasses, cfg, world)
+            finally:
+                spool.close(remove=parts_dir is None)
             report = _broadcast(report, world)
     if own_group:
         import torch.distributed as dist
@@ -474,8 +512,12 @@ def _rank_device(device: str, world: int) -> str:
 
 
 @contextlib.contextmanager
-def _shared_parts(out: Path, rank: int, world: int) -> Iterator[Path]:
-    """``INDEX/.parts-<run>/`` (one name for all ranks), removed by rank 0 when the block ends."""
+def _shared_parts(out: Path, rank: int, world: int) -> Iterator[Path | None]:
+    """``INDEX/.parts-<run>/`` (one name for all ranks), removed by rank 0 when the block ends; None for one
+    process."""
+    if world <= 1:
+        yield None
+        return
     run = _broadcast(uuid.uuid4().hex[:12], world)
     parts_dir = out / f".parts-{run}"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -486,25 +528,47 @@ def _shared_parts(out: Path, rank: int, world: int) -> Iterator[Path]:
             shutil.rmtree(parts_dir, ignore_errors=True)
 
 
-def _plan(rows: list[tuple[str, int, int]], old: IndexData | None
-          ) -> tuple[dict[int, int], list[int], dict[str, int]]:
-    """What to do with each scanned row: ``keep`` (row -> old row, unchanged stat), ``todo`` (rows to read)
-    and ``known_ids`` (sha1 of an old content -> its first old row, for reuse)."""
+@dataclass
+class _Plan:
+    """Per scanned row: ``same_path`` the old row with the same path (-1: none) and ``keep`` whether its stat
+    is unchanged (its old vector and sha1 are kept without reading it); ``todo`` the rows to read."""
+
+    same_path: np.ndarray
+    keep: np.ndarray
+
+    @property
+    def todo(self) -> np.ndarray:
+        return np.flatnonzero(~self.keep)
+
+
+def _plan(scanned: Scanned, old: IndexData | None) -> _Plan:
+    """What to do with each scanned row (arrays; paths are matched by hash, never a dict of paths)."""
+    n = len(scanned)
     if old is None:
-        return {}, list(range(len(rows))), {}
-    old_pos = {p: i for i, p in enumerate(old.files.path.tolist())}
-    keep: dict[int, int] = {}
-    todo: list[int] = []
-    for i, (path, size, mtime) in enumerate(rows):
-        j = old_pos.get(path)
-        if j is not None and old.files.size[j] == size and old.files.mtime_ns[j] == mtime:
-            keep[i] = j
-        else:
-            todo.append(i)
-    known_ids: dict[str, int] = {}
-    for j, sha in enumerate(old.files.sha1.tolist()):
-        known_ids.setdefault(sha, j)
-    return keep, todo, known_ids
+        return _Plan(np.full(n, -1, np.int64), np.zeros(n, bool))
+    same = match_paths(scanned.paths, old.files.path)
+    has = np.flatnonzero(same >= 0)
+    keep = np.zeros(n, bool)
+    j = same[has]
+    keep[has] = (old.files.size[j] == scanned.size[has]) & (old.files.mtime_ns[j] == scanned.mtime_ns[has])
+    return _Plan(same, keep)
+
+
+def match_paths(paths: PathColumn, old: PathColumn) -> np.ndarray:
+    """(N,) int64: for each of ``paths``, the row of ``old`` with the same path, -1 where none."""
+    old_hash = old.hashes()
+    order = np.argsort(old_hash, kind="stable")
+    sorted_hash = old_hash[order]
+    new_hash = paths.hashes()
+    lo, hi = np.searchsorted(sorted_hash, new_hash, "left"), np.searchsorted(sorted_hash, new_hash, "right")
+    out = np.full(len(paths), -1, np.int64)
+    for i in np.flatnonzero(hi > lo).tolist():
+        raw = paths.raw(i)
+        for j in order[lo[i]:hi[i]].tolist():
+            if old.raw(j) == raw:
+                out[i] = j
+                break
+    return out
 
 
 def _previous(out: Path, folder: Path, fingerprint: str, glasses: dict | None, rebuild: bool
@@ -512,45 +576,57 @@ def _previous(out: Path, folder: Path, fingerprint: str, glasses: dict | None, r
     """The live version of ``out`` to update (None: start over), after checking it fits."""
     if rebuild or not (out / POINTER).exists():
         return None
-    old = read_index(out)  # a damaged index is a SearchError that says to rebuild
+    old = read_index(out, coarse=None)  # a damaged index is a SearchError that says to rebuild; IVF cells only
     check_compatible(old, fingerprint, glasses, str(out))
     if old.root != folder:
         raise IndexMismatch(f"{out} indexes {old.root}, not {folder}: use another --out, or --rebuild")
     return old
 
 
-def _merge(out: Path, folder: Path, rows, keep: dict[int, int], old: IndexData | None, known_ids: dict[str, int],
-           parts: list[_Part], bad: list[BadRow], backbone, glasses: dict | None, cfg: IndexConfig,
+def _merge(out: Path, folder: Path, scanned: Scanned, plan: _Plan, old: IndexData | None, known: KnownContents,
+           parts: list[tuple[_Part, NpyRows]], bad: list[BadRow], backbone, glasses: dict | None, cfg: IndexConfig,
            world: int) -> BuildReport:
-    """Rank 0: put kept, reused and new vectors in path order and write one new version."""
+    """Rank 0: put kept, reused and new vectors in path order and write one new version. ``parts``: each
+    process's work and its spooled new vectors."""
     dim = int(backbone.embed_dim)
-    n = len(rows)
-    sha = [""] * n
+    n = len(scanned)
+    one_pass = len(parts) == 1 and len(parts[0][0].job) == n  # one process read every row, in order
+    sha = parts[0][0].sha1 if one_pass else np.zeros((n, DIGEST), np.uint8)  # a fresh build: no copy
     source = np.full(n, -1, np.int64)  # old row to copy from
-    new_vec: dict[int, np.ndarray] = {}
-    for i, j in keep.items():
-        source[i] = j
-        sha[i] = str(old.files.sha1[j])
-    encoded = 0
-    for part in parts:
-        vec_iter = iter(part.vectors)
-        for job, h, reuse in zip(part.job, part.sha1, part.reuse):
-            sha[job] = h
-            if reuse:
-                source[job] = known_ids[reuse]
-            else:
-                new_vec[job] = next(vec_iter)
-                encoded += 1
-        for job, reason in part.bad:
-            bad.append(BadRow(str(folder / rows[job][0]), None, reason))
-    ok = np.array([source[i] >= 0 or i in new_vec for i in range(n)], dtype=bool)
+    new_ids = np.full(n, -1, np.int64)  # row of the concatenated spools
+    kept = np.flatnonzero(plan.keep)
+    source[kept] = plan.same_path[kept]
+    if len(kept):
+        sha[kept] = old.files.sha1.raw[source[kept]]
+    offset = 0
+    for part, _ in parts:
+        sha[part.job] = part.sha1
+        reused = part.state == REUSED
+        source[part.job[reused]] = known.first_rows(part.sha1[reused])
+        fresh = part.job[part.state == NEW]
+        new_ids[fresh] = offset + np.arange(len(fresh))
+        offset += len(fresh)
+        bad.extend(BadRow(os.path.join(folder, scanned.paths[job]), None, reason) for job, reason in part.bad)
+    ok = (source >= 0) | (new_ids >= 0)
     if not ok.any():
         raise SearchError(f"{folder}: none of its {n} image files could be read ({bad[0] if bad else ''})")
     keep_rows = np.flatnonzero(ok)
+    encoded = int((new_ids[keep_rows] >= 0).sum())
     # streamed to a file in path order, a chunk at a time; write_version moves it into the version
-    feats = merge_to_file(incoming_path(out), keep_rows, source, _old_rows(old), new_vec, dim)
-    table = FileTable.from_rows([(rows[i][0], rows[i][1], rows[i][2], sha[i]) for i in keep_rows])
-    removed = len(set(old.files.path.tolist()) - {rows[i][0] for i in keep_rows}) if old is not None else 0
+    spools = parts[0][1] if len(parts) == 1 else ConcatRows([rows for _, rows in parts])
+    feats = merge_to_file(incoming_path(out), keep_rows, source, _old_rows(old), spools, dim, new_ids=new_ids)
+    del new_ids
+    every = len(keep_rows) == n
+    table = (FileTable(scanned.paths, scanned.size, scanned.mtime_ns, Sha1Column(sha)) if every else
+             FileTable(scanned.paths.take(keep_rows), scanned.size[keep_rows], scanned.mtime_ns[keep_rows],
+                       Sha1Column(sha[keep_rows])))
+    del sha
+    removed = 0
+    if old is not None:
+        still = np.zeros(len(old), bool)
+        same = plan.same_path[keep_rows]
+        still[same[same >= 0]] = True
+        removed = int(len(old) - still.sum())
     if is_training_free(glasses):  # calibrated on the indexed vectors, stored with the index
         glasses = TrainingFreeGlasses.from_backbone(backbone, reference_images=np.load(feats, mmap_mode="r")
                                                     ).identity()
@@ -599,7 +675,7 @@ class _IndexWriters:
         index, info, reason = build_coarse(
             vectors, self.cfg.index, previous=old.coarse if old is not None else None,
             previous_info=index_info(old) if old is not None else None,
-            previous_version=old.version if old is not None else "", source=self.source)
+            previous_version=old.version if old is not None else "", source=self.source, stream_flat=True)
         self.kind = info["kind"]
         self.notes.append(reason)
         return index, {"index": info}

@@ -41,6 +41,41 @@ class MilvusError(SearchError):
     """Milvus did not answer, refused a request, or holds something other than this index expects."""
 
 
+class MilvusUnavailable(MilvusError):
+    """Milvus could not be reached (connection refused or lost, timed out): an outage, not bad input (the HTTP
+    API answers 503)."""
+
+
+_OUTAGE_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED")  # grpc status codes
+_OUTAGE_TYPES = ("MilvusUnavailableException", "ConnectError", "ConnectionNotExistException")  # pymilvus
+_CONNECT_FAILED = 2  # pymilvus Status.CONNECT_FAILED
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether an error raised by pymilvus (or an error in its cause chain) says Milvus could not be reached:
+    a connection or timeout error, pymilvus' unavailable/connect errors, grpc UNAVAILABLE or
+    DEADLINE_EXCEEDED (also as the code of a ``MilvusException`` after pymilvus' retries ran out)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        names = {c.__name__ for c in type(e).__mro__}
+        if isinstance(e, (ConnectionError, TimeoutError)) or names & set(_OUTAGE_TYPES):
+            return True
+        code = getattr(e, "code", None)
+        if callable(code):  # grpc.RpcError.code()
+            try:
+                code = code()
+            except Exception:  # noqa: BLE001 - not grpc's
+                code = None
+        if getattr(code, "name", None) in _OUTAGE_STATUS:
+            return True
+        if "MilvusException" in names and code == _CONNECT_FAILED:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _pymilvus():
     """The pymilvus module (an optional dependency: the milvus extra)."""
     try:
@@ -97,13 +132,17 @@ class MilvusStore:
         try:
             self.client = pymilvus.MilvusClient(self.uri, token=token, timeout=timeout)
         except Exception as e:  # noqa: BLE001 - pymilvus raises MilvusException subclasses and grpc errors
-            raise MilvusError(f"milvus at {self.uri} did not answer ({_reason(e)})") from None
+            kind = MilvusUnavailable if is_outage(e) else MilvusError
+            raise kind(f"milvus at {self.uri} did not answer ({_reason(e)})") from None
         self._lock = threading.Lock()
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - see __init__
+            if is_outage(e):
+                raise MilvusUnavailable(f"milvus at {self.uri} did not answer: {what} failed ({_reason(e)})"
+                                        ) from None
             raise MilvusError(f"milvus at {self.uri}: {what} failed ({_reason(e)})") from None
 
     @property
@@ -247,5 +286,5 @@ def attach(data: IndexData, stores: dict[str, MilvusStore], backend: str | None 
     return data
 
 
-__all__ = ["BACKENDS", "MilvusCoarse", "MilvusError", "MilvusStore", "attach", "backend_section", "check_backend", "collection_name",
-           "is_lite", "normalise_uri"]
+__all__ = ["BACKENDS", "MilvusCoarse", "MilvusError", "MilvusStore", "MilvusUnavailable", "attach",
+           "backend_section", "check_backend", "collection_name", "is_lite", "is_outage", "normalise_uri"]

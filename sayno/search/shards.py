@@ -1,7 +1,7 @@
 """Vectors on disk during a build: merged into the version's file a chunk at a time, read back through the file.
 
 A build's vectors are kept rows of the previous version, reused contents and newly encoded ones. New vectors
-are appended to a :class:`VectorSpool` file as they are encoded (one-process builds). Instead of gathering all
+are appended to a :class:`VectorSpool` file as they are encoded (one per process). Instead of gathering all
 of them in one (N, D) array (and a copy of the kept ones), :func:`merge_to_file` writes them in
 path order, ``CHUNK`` rows at a time, straight into a float32 ``.npy`` file that
 :func:`sayno.search.store.write_version` then moves into the version. The faiss index is built by reading that
@@ -34,8 +34,13 @@ class NpyRows:
     Supports ``len``, ``shape``, ``dtype``, ``rows[a:b]`` (step 1) and ``rows[ids]`` (a 1-D integer array),
     each returning a new (n, D) float32 array; ``np.asarray(rows)`` reads everything."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, raw: tuple[int, int] | None = None):
+        """raw: ``(rows, dim)`` of a headerless float32 file (a :class:`VectorSpool`) instead of an ``.npy``."""
         self.path = Path(path)
+        if raw is not None:
+            self.shape, self.offset = (int(raw[0]), int(raw[1])), 0
+            self.dtype, self._row = np.dtype(np.float32), 4 * int(raw[1])
+            return
         with open(self.path, "rb") as f:
             major, _ = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
@@ -67,10 +72,17 @@ class NpyRows:
         if ids.ndim != 1 or ids.dtype.kind not in "iu":
             raise IndexError("NpyRows takes a slice or a 1-D integer array")
         out = np.empty((len(ids), self.shape[1]), np.float32)
+        if not len(ids):
+            return out
+        if ids.min() < 0 or ids.max() >= len(self):
+            raise IndexError(f"row ids out of 0..{len(self) - 1}")
+        order = np.argsort(ids, kind="stable")  # read forwards, one pread per run of consecutive rows
+        ordered = ids[order].astype(np.int64)
+        cut = np.flatnonzero(np.diff(ordered) != 1) + 1
         with open(self.path, "rb") as f:
-            for j, i in enumerate(ids.tolist()):
-                data = os.pread(f.fileno(), self._row, self.offset + int(i) * self._row)
-                out[j] = np.frombuffer(data, np.float32)
+            for a, b in zip([0, *cut.tolist()], [*cut.tolist(), len(ids)]):
+                data = os.pread(f.fileno(), (b - a) * self._row, self.offset + int(ordered[a]) * self._row)
+                out[order[a:b]] = np.frombuffer(data, np.float32).reshape(b - a, self.shape[1])
         return out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
@@ -106,6 +118,19 @@ class VectorSpool:
         self._file.write(v.tobytes())
         self.count += 1
 
+    def extend(self, block: np.ndarray) -> None:
+        """Append the rows of an (M, D) block."""
+        block = np.ascontiguousarray(block, np.float32)
+        if block.ndim != 2 or block.shape[1] != self.dim:
+            raise ValueError(f"a block of shape {block.shape}, the spool holds (M, {self.dim})")
+        self._file.write(block.tobytes())
+        self.count += len(block)
+
+    def reader(self) -> NpyRows:
+        """The spooled rows so far, read through the file (slices and integer arrays, :class:`NpyRows`)."""
+        self._file.flush()
+        return NpyRows(self.path, raw=(self.count, self.dim))
+
     def __len__(self) -> int:
         return self.count
 
@@ -118,10 +143,36 @@ class VectorSpool:
     def __iter__(self):
         return (SpooledRow(self, i) for i in range(self.count))
 
-    def close(self) -> None:
+    def close(self, remove: bool = True) -> None:
+        """Close the file; ``remove``: delete it too."""
         with contextlib.suppress(OSError):
             self._file.close()
-            self.path.unlink(missing_ok=True)
+            if remove:
+                self.path.unlink(missing_ok=True)
+
+
+class ConcatRows:
+    """Several row readers (:class:`NpyRows`) read as one: ``rows[ids]`` for a 1-D integer array of global ids
+    (the rows of the first, then of the second, ...)."""
+
+    def __init__(self, parts: list[NpyRows]):
+        self.parts = list(parts)
+        self.starts = np.concatenate([[0], np.cumsum([len(p) for p in self.parts])]).astype(np.int64)
+        self.shape = (int(self.starts[-1]), int(self.parts[0].shape[1]) if self.parts else 0)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            raise IndexError(f"row ids out of 0..{len(self) - 1}")
+        out = np.empty((len(ids), self.shape[1]), np.float32)
+        which = np.searchsorted(self.starts, ids, "right") - 1
+        for p in np.unique(which).tolist():
+            mine = which == p
+            out[mine] = self.parts[p][ids[mine] - self.starts[p]]
+        return out
 
 
 def incoming_path(index_root: str | os.PathLike, suffix: str = ".npy") -> Path:
@@ -155,12 +206,14 @@ def remove_leftovers(index_root: str | os.PathLike) -> list[Path]:
 
 
 def merge_to_file(path: str | os.PathLike, rows: np.ndarray, source: np.ndarray, old: object | None,
-                  new: Mapping[int, np.ndarray], dim: int) -> Path:
+                  new: Mapping[int, np.ndarray] | object, dim: int, new_ids: np.ndarray | None = None) -> Path:
     """Write the vectors of ``rows`` (M,) into a float32 ``.npy`` file of shape (M, dim), ``CHUNK`` at a time.
 
-    source: per scanned row, the old row to copy (>= 0) or -1 for a new vector, taken from ``new`` (scanned row
-    -> (D,) vector). old: the previous version's vectors (:class:`NpyRows` or an array), or None. The file is
-    written with plain writes (no memory map) and fsynced; on any error it is removed."""
+    source: per scanned row, the old row to copy (>= 0) or -1 for a new vector, taken from ``new``: a mapping
+    scanned row -> (D,) vector, or, with ``new_ids`` (per scanned row, a row of ``new``), rows read from ``new``
+    (:class:`NpyRows`, e.g. :meth:`VectorSpool.reader`, or an array) a chunk at a time. old: the previous
+    version's vectors (:class:`NpyRows` or an array), or None. The file is written with plain writes (no memory
+    map) and fsynced; on any error it is removed."""
     path = Path(path)
     rows = np.asarray(rows, np.int64)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
@@ -168,7 +221,8 @@ def merge_to_file(path: str | os.PathLike, rows: np.ndarray, source: np.ndarray,
     try:
         with open(path, "wb") as f:
             np.lib.format.write_array_header_1_0(f, header)
-            f.writelines(_chunk(rows[s:s + CHUNK], source, old, new, dim).tobytes() for s in range(0, len(rows), CHUNK))
+            f.writelines(_chunk(rows[s:s + CHUNK], source, old, new, dim, new_ids).tobytes()
+                         for s in range(0, len(rows), CHUNK))
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
@@ -178,8 +232,8 @@ def merge_to_file(path: str | os.PathLike, rows: np.ndarray, source: np.ndarray,
     return path
 
 
-def _chunk(rows: np.ndarray, source: np.ndarray, old: object | None, new: Mapping[int, np.ndarray],
-           dim: int) -> np.ndarray:
+def _chunk(rows: np.ndarray, source: np.ndarray, old: object | None, new: Mapping[int, np.ndarray] | object,
+           dim: int, new_ids: np.ndarray | None = None) -> np.ndarray:
     out = np.empty((len(rows), dim), np.float32)
     src = source[rows]
     kept = src >= 0
@@ -191,9 +245,15 @@ def _chunk(rows: np.ndarray, source: np.ndarray, old: object | None, new: Mappin
         block = np.empty_like(got)
         block[order] = got
         out[kept] = block
+    if new_ids is not None:
+        fresh = new_ids[rows[~kept]]
+        if len(fresh) and fresh.min() < 0:
+            raise ValueError("a row with neither a previous nor a new vector")
+        out[~kept] = np.asarray(new[fresh], np.float32) if len(fresh) else 0.0
+        return out
     for j in np.flatnonzero(~kept).tolist():
         out[j] = np.asarray(new[int(rows[j])], np.float32)
     return out
 
 
-__all__ = ["CHUNK", "NpyRows", "SpooledRow", "VectorSpool", "incoming_path", "merge_to_file", "remove_leftovers"]
+__all__ = ["CHUNK", "ConcatRows", "NpyRows", "SpooledRow", "VectorSpool", "incoming_path", "merge_to_file", "remove_leftovers"]

@@ -8,7 +8,9 @@ Layout of an index folder ``INDEX/``::
     v-<time>-<id>/       one complete version
         vectors.npy      (N, D) float32 L2-normalised image features (memory-mapped by readers)
         search.faiss     faiss fp16 scalar-quantised inner-product index over the same vectors (the coarse pass)
-        files.npz        path (N,) relative to the indexed folder, size (N,), mtime_ns (N,), sha1 (N,)
+        files.npz        per image: path relative to the indexed folder (UTF-8 bytes ``path_utf8`` + (N+1,)
+                         ``path_offsets``), size (N,), mtime_ns (N,), raw sha1 ``sha1_bytes`` (N, 20)
+                         (:class:`sayno.search.table.FileTable`; format 2 held string columns, still read)
         meta.json        the checkpoint envelope (:class:`sayno.checkpoint.Envelope` as JSON): format
                          ``sayno-index``, version, backbone spec/fingerprint, the build config; sections: Glasses
                          checkpoint (path, sha1), folder, counts, unreadable files
@@ -32,10 +34,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import io
 import json
 import os
 import re
 import shutil
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,15 +52,19 @@ import numpy as np
 from sayno.checkpoint import CheckpointError, Envelope, atomic_path
 from sayno.errors import BackboneMismatch, SaynoError
 from sayno.search.shards import NpyRows
+from sayno.search.table import FileTable
 
 FORMAT = "sayno-index"
-FORMAT_VERSION = "2"
-READABLE_VERSIONS = ("1", "2")  # 1: sayno 0.1 meta.json keys (format_version, model, fingerprint)
+FORMAT_VERSION = "3"
+# 1: sayno 0.1 meta.json keys (format_version, model, fingerprint); 1 and 2: files.npz of string columns
+# (read and converted, sayno.search.table); 3: files.npz of flat arrays (path bytes + offsets, raw sha1)
+READABLE_VERSIONS = ("1", "2", "3")
 POINTER = "CURRENT"
 MANIFEST = "VERSIONS"  # the versions this index wrote: the only folders garbage collection may remove
 PARTIAL_MARK = ".sayno-partial"  # inside a writer's temporary folder
 TMP_PREFIX = ".tmp-"
 KEEP_VERSIONS = 2  # the live version and the one before it
+WRITE_CHUNK = 65_536  # rows encoded at a time into a streamed flat index file
 VERSION_FILES = ("meta.json", "files.npz", "vectors.npy", "search.faiss")
 _VERSION_NAME = re.compile(r"v-[0-9A-Za-z][0-9A-Za-z._-]*")
 
@@ -80,35 +88,6 @@ def _faiss():
     except ImportError as e:  # pragma: no cover - faiss is in the search extra
         raise SearchError("faiss is not installed: pip install 'sayno[search]'") from e
     return faiss
-
-
-@dataclass
-class FileTable:
-    """Per indexed image (N rows, sorted by path): path relative to the folder (posix), size in bytes,
-    mtime in ns, sha1 of the bytes."""
-
-    path: np.ndarray
-    size: np.ndarray
-    mtime_ns: np.ndarray
-    sha1: np.ndarray
-
-    @classmethod
-    def empty(cls) -> FileTable:
-        return cls(np.zeros(0, dtype="<U1"), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, "<U40"))
-
-    @classmethod
-    def from_rows(cls, rows: list[tuple[str, int, int, str]]) -> FileTable:
-        if not rows:
-            return cls.empty()
-        p, s, m, h = zip(*rows)
-        return cls(np.asarray(p, dtype=str), np.asarray(s, np.int64), np.asarray(m, np.int64),
-                   np.asarray(h, dtype="<U40"))
-
-    def __len__(self) -> int:
-        return len(self.path)
-
-    def take(self, idx: np.ndarray) -> FileTable:
-        return FileTable(self.path[idx], self.size[idx], self.mtime_ns[idx], self.sha1[idx])
 
 
 @dataclass
@@ -162,17 +141,24 @@ class IndexData:
     @functools.cached_property
     def path_set(self) -> frozenset[str]:
         """Every row's path (for membership tests)."""
-        return frozenset(self.files.path.tolist())
+        return frozenset(self.files.path)
 
     @functools.cached_property
     def _sha1_order(self) -> np.ndarray:
-        return np.argsort(self.files.sha1, kind="stable")
+        return np.argsort(self.files.sha1.keys(), kind="stable")
 
     def rows_with_sha1(self, sha1: str) -> np.ndarray:
         """The rows (ascending) whose file had the content ``sha1`` (hex) when indexed; empty when none."""
+        try:
+            key = np.frombuffer(bytes.fromhex(sha1), np.uint8)
+        except (TypeError, ValueError):
+            return np.zeros(0, np.int64)
+        if len(key) != 20:
+            return np.zeros(0, np.int64)
         order = self._sha1_order
-        sorted_sha = self.files.sha1[order]
-        lo, hi = np.searchsorted(sorted_sha, sha1, "left"), np.searchsorted(sorted_sha, sha1, "right")
+        sorted_sha = self.files.sha1.keys()[order]
+        want = key.view("S20")[0]
+        lo, hi = np.searchsorted(sorted_sha, want, "left"), np.searchsorted(sorted_sha, want, "right")
         return np.sort(order[lo:hi])
 
     def features(self, ids: np.ndarray | None = None) -> np.ndarray:
@@ -227,6 +213,52 @@ def coarse_index(features: np.ndarray, dim: int):
     return index
 
 
+class StreamedFlatIndex:
+    """The flat index of :func:`coarse_index` over ``rows`` (N, D), written straight into its file a chunk at a
+    time (:meth:`write_file`) instead of being built in memory (2*D bytes per image: 256 MB for 1M images of
+    D=128). The file is byte for byte what ``faiss.write_index(coarse_index(rows, dim))`` writes: the codes are
+    faiss's own (``sa_encode``) and the layout is checked against faiss once per process and dimension; where it
+    differs (another faiss), the index is built in memory as before."""
+
+    def __init__(self, rows: np.ndarray, dim: int):
+        self.rows, self.d, self.ntotal = rows, int(dim), len(rows)
+
+    def write_file(self, path: str | os.PathLike) -> None:
+        if not _streamable_layout(self.d):
+            _faiss().write_index(coarse_index(self.rows, self.d), str(path))
+            return
+        with open(path, "wb") as f:
+            _write_flat(f, self.rows, self.d)
+
+
+def _write_flat(f: BinaryIO, rows: np.ndarray, dim: int) -> None:
+    """An ``IxSQ`` fp16 file: faiss's header of an empty index with ``ntotal`` set, then the codes vector."""
+    proto = coarse_index(np.zeros((0, dim), np.float32), dim)
+    head = _faiss().serialize_index(proto).tobytes()
+    n, code = len(rows), int(proto.sa_code_size())
+    f.write(head[:8] + struct.pack("<q", n) + head[16:-8] + struct.pack("<Q", n * code))
+    f.writelines(proto.sa_encode(np.ascontiguousarray(rows[start:start + WRITE_CHUNK], dtype=np.float32)).tobytes()
+                 for start in range(0, n, WRITE_CHUNK))
+
+
+@functools.cache
+def _streamable_layout(dim: int) -> bool:
+    """Whether :func:`_write_flat` writes what faiss writes for ``dim`` (checked on 3 random vectors)."""
+    x = np.random.default_rng(0).standard_normal((3, dim)).astype(np.float32)
+    want = _faiss().serialize_index(coarse_index(x, dim)).tobytes()
+    buf = io.BytesIO()
+    _write_flat(buf, x, dim)
+    return buf.getvalue() == want
+
+
+def write_faiss(index: object, path: str | os.PathLike) -> None:
+    """Write a faiss index (or a :class:`StreamedFlatIndex`) to ``path``."""
+    if isinstance(index, StreamedFlatIndex):
+        index.write_file(path)
+    else:
+        _faiss().write_index(index, str(path))
+
+
 # ------------------------------------------------------------------------------------------ reading
 def is_index(path: str | os.PathLike) -> bool:
     """Whether ``path`` holds a sayno index (a ``CURRENT`` file naming a version folder)."""
@@ -251,9 +283,13 @@ def current_version(root: str | os.PathLike) -> str:
     return name
 
 
-def read_index(root: str | os.PathLike, retries: int = 20) -> IndexData:
+def read_index(root: str | os.PathLike, retries: int = 20, *, coarse: bool | None = True) -> IndexData:
     """Load the live version of the index at ``root``; raises :class:`SearchError` when there is none or it
-    is damaged. Never fails because a concurrent build replaced or removed the version being opened."""
+    is damaged. Never fails because a concurrent build replaced or removed the version being opened.
+
+    coarse: load the faiss index (True; searching needs it); None: only an IVF one (a build that updates the
+    index keeps its cells; a flat one, 2*D bytes per image in memory, is not needed), else ``IndexData.coarse``
+    is None."""
     root = Path(root)
     if not root.is_dir():
         raise SearchError(f"{root}: no such index (build one with `sayno index build`)")
@@ -269,7 +305,7 @@ def read_index(root: str | os.PathLike, retries: int = 20) -> IndexData:
             time.sleep(0.01)
             continue
         try:
-            return _load_version(root / version, files)
+            return _load_version(root / version, files, coarse)
         finally:
             for f in files.values():
                 f.close()
@@ -290,21 +326,25 @@ def _open_version(folder: Path) -> dict[str, BinaryIO]:
     return opened
 
 
-def _load_version(folder: Path, files: dict[str, BinaryIO]) -> IndexData:
-    """An :class:`IndexData` from a version's open files; a damaged file is a :class:`SearchError`."""
+def _load_version(folder: Path, files: dict[str, BinaryIO], load_coarse: bool | None = True) -> IndexData:
+    """An :class:`IndexData` from a version's open files; a damaged file is a :class:`SearchError`.
+    load_coarse: as ``read_index``'s ``coarse``."""
     faiss = _faiss()
     damaged = f"{folder}: the index is damaged, rebuild it (sayno index build --rebuild)"
     envelope = parse_envelope(files["meta.json"].read(), str(folder))
     try:
         dim = int(envelope.sections["embed_dim"])
         with np.load(files["files.npz"], allow_pickle=False) as z:
-            table = FileTable(z["path"], z["size"], z["mtime_ns"], z["sha1"])
+            table = FileTable.from_npz(z)
         vectors = _memmap_npy(files["vectors.npy"])
-        coarse = faiss.read_index(faiss.PyCallbackIOReader(files["search.faiss"].read))
+        if load_coarse is None:
+            load_coarse = (envelope.sections.get("index") or {}).get("kind") == "ivf"
+        coarse = faiss.read_index(faiss.PyCallbackIOReader(files["search.faiss"].read)) if load_coarse else None
     except Exception as e:  # noqa: BLE001 - numpy, zipfile and faiss raise many types for a damaged file
         raise SearchError(f"{damaged} ({type(e).__name__}: {' '.join(str(e).split())[:100]})") from None
-    if vectors.shape != (len(table), dim) or coarse.ntotal != len(table) or coarse.d != dim:
-        raise SearchError(f"{folder}: vectors {vectors.shape} and {coarse.ntotal} coarse entries for "
+    entries, coarse_dim = (coarse.ntotal, coarse.d) if coarse is not None else (len(table), dim)
+    if vectors.shape != (len(table), dim) or entries != len(table) or coarse_dim != dim:
+        raise SearchError(f"{folder}: vectors {vectors.shape} and {entries} coarse entries for "
                           f"{len(table)} files (embed_dim {dim}): the index is damaged, rebuild it")
     return IndexData(vectors, coarse, table, envelope, folder.name, folder)
 
@@ -415,15 +455,16 @@ def write_version(root: str | os.PathLike, vectors: np.ndarray | Path, files: Fi
     ``embed_dim`` sections are set here. Returns the version's folder name.
 
     vectors: an array, or the path of a float32 ``.npy`` file the caller wrote on the index's filesystem (moved
-    into the version: a build that streams its vectors to disk never holds them all). coarse: vectors (a
-    read-only memory map of the version's file) -> (faiss index, sections for the envelope); default the flat
-    fp16 index (:mod:`sayno.search.ann` builds the others); it gets the rows as :class:`NpyRows`. publish: (version name, vectors) -> sections, run
+    into the version: a build that streams its vectors to disk never holds them all). coarse: the version's rows
+    (:class:`NpyRows`, read through the file) -> (faiss index or :class:`StreamedFlatIndex`, sections for the
+    envelope); default the flat fp16 index, streamed to its file (:mod:`sayno.search.ann` builds the others).
+    publish: (version name, vectors) -> sections, run
     after every file but ``meta.json`` is written and before the version goes live (the Milvus upload); an
     error there leaves the live version as it was.
 
     Any failure (a full disk: ENOSPC) is a :class:`SearchError` that leaves the live version as it was and no
     temporary file behind."""
-    faiss = _faiss()
+    _faiss()  # fail before any work when faiss is missing
     root = Path(root)
     if isinstance(vectors, Path):
         with open(vectors, "rb") as f:
@@ -445,11 +486,11 @@ def write_version(root: str | os.PathLike, vectors: np.ndarray | Path, files: Fi
         else:
             np.save(tmp / "vectors.npy", vectors)
         stored = NpyRows(tmp / "vectors.npy")  # read through the file: the build's memory stays flat
-        index, sections = coarse(stored) if coarse is not None else (coarse_index(stored, shape[1]), {})
-        faiss.write_index(index, str(tmp / "search.faiss"))
+        index, sections = coarse(stored) if coarse is not None else (StreamedFlatIndex(stored, shape[1]), {})
+        write_faiss(index, tmp / "search.faiss")
         del index
         with open(tmp / "files.npz", "wb") as f:
-            np.savez(f, path=files.path, size=files.size, mtime_ns=files.mtime_ns, sha1=files.sha1)
+            files.save(f)
         if publish is not None:
             sections = {**sections, **publish(name, stored)}
         meta = replace(meta, sections={**meta.sections, **sections})

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from sayno.cliutil import first_line
 from sayno.errors import SaynoError
 from sayno.runtime import torch_threads
+from sayno.search.milvus import MilvusUnavailable
 from sayno.search.query import MAX_QUERY_CHARS
 from sayno.serve.guards import DOCS_PATHS, FORM_OVERHEAD, Gate, RequestGuard, allowed_hosts, page_csp
 from sayno.serve.service import RequestError, Service
@@ -182,8 +183,10 @@ async def _read_limited(file: UploadFile, limit: int) -> bytes:
 
 
 async def _error_response(_request: Request, exc: Exception) -> JSONResponse:
-    """A :class:`SaynoError` as ``{"detail": first line}``: its status for a :class:`RequestError`, else 400."""
-    status = getattr(exc, "status", 400)
+    """A :class:`SaynoError` as ``{"detail": first line}``: its status for a :class:`RequestError`, 503 when
+    Milvus could not be reached (:class:`MilvusUnavailable`: the service is down, not the request bad), else
+    400."""
+    status = getattr(exc, "status", 503 if isinstance(exc, MilvusUnavailable) else 400)
     headers = {"Retry-After": "1"} if status == 503 else None
     return JSONResponse({"detail": first_line(exc)}, status_code=status, headers=headers)
 

@@ -2,8 +2,9 @@
 :class:`sayno.search.Searcher`), the CLIPN model, the thumbnail and class-text caches and the upload folder,
 with one method per HTTP route (:mod:`sayno.serve.routes` only turns requests into calls).
 
-Request errors are :class:`RequestError` (an HTTP status and a one-line message); the app answers them, and every
-other :class:`sayno.errors.SaynoError` (400), as ``{"detail": message}``.
+Request errors are :class:`RequestError` (an HTTP status and a one-line message); the app answers them, a Milvus
+that cannot be reached (:class:`sayno.search.milvus.MilvusUnavailable`, 503) and every other
+:class:`sayno.errors.SaynoError` (400), as ``{"detail": message}``.
 
 Images are served by id, the sha1 of the file's bytes recorded in the index (never by a name from the request):
 any file name works, including ones that are not UTF-8 or hold a newline, and the URLs of a result page stay

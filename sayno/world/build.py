@@ -19,7 +19,8 @@ Layout of ``OUT`` (paths inside the CSVs are relative to ``OUT``)::
     retrieval_neg_<split>.csv   the same with negated captions ("a dog but no cat"), plus family, family_split
     captions_train.csv          filepath, caption: affirmative image-caption pairs (CLIPN training)
     classify/<class>/*.png      one object per image, every pretraining concept (zero-shot classification)
-    ood/id_classes.txt          ID class names; ood/id/<class>/, ood/ood_seen/<class>/, ood/ood_unseen/<class>/
+    ood/id_classes.txt          ID class names; ood/id/<class>/ and one folder per OOD set, ood/<set>/<class>/:
+                                near, far, unseen_near, unseen_far (the rule: :func:`ood_split`)
 
 A *scene group* is two images: ``a`` shows objects P, ``b`` shows P plus one more object B. "P but no B" is
 true for ``a`` and false for ``b``: every negated caption has a hard negative image.
@@ -56,9 +57,18 @@ from sayno.world.styles import drawable_concepts, get_style, style_coverage
 PARTS = ("train", "val", "test", "captions", "classify", "ood")
 #: Bumped whenever what a seed builds changes (captions, scenes, files): a cached world of another version is
 #: stale (``sayno benchmark`` rebuilds it). 2: the negation grammar of 20 families, training / held-out.
-WORLD_VERSION = 2
+#: 3: the OOD part split into near / far / unseen_near / unseen_far by category (issue 11), one random stream
+#: per OOD class (a style that lacks a concept draws the others' scenes unchanged), 20 more unseen concepts.
+WORLD_VERSION = 3
 MIN_SIZE, MAX_SIZE = 32, 4096  # image side in pixels: a scene holds up to four objects of at least 9 pixels
 SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8}
+
+#: The ID categories of the OOD split, fixed by rule before any measurement (issue 11): the categories of natural
+#: kinds, whose members have look-alike siblings (tiger / leopard, peach / pear), with at least 30 pretraining
+#: concepts each, so that ID and near-OOD both get about 45 classes: animal (53) and food (39). "object" (63) is a
+#: catch-all whose members are not near one another (a guitar, a volcano); plant (10) and vehicle (20) are too
+#: small to halve.
+OOD_ID_CATEGORIES = ("animal", "food")
 
 
 def split_rng(seed: int, split: str) -> np.random.Generator:
@@ -76,8 +86,9 @@ class WorldConfig:
     test_groups: int = 1000
     caption_images: int = 10000
     classify_per_class: int = 20
-    ood_id_classes: int = 50
-    ood_seen_classes: int = 50
+    ood_id_classes: int = 45  # ID classes, shared among the ID categories in proportion to their size
+    ood_seen_classes: int = 50  # at most this many classes in each of the near and far sets (pretraining concepts)
+    ood_id_categories: tuple[str, ...] = OOD_ID_CATEGORIES
     ood_id_per_class: int = 30
     ood_per_class: int = 20
     hedge_error_rate: float = 0.25
@@ -96,6 +107,12 @@ class WorldConfig:
             raise InputError(f"hedge_error_rate must be in [0, 1], got {self.hedge_error_rate}")
         if not 0 <= self.heldout_fraction <= 1:
             raise InputError(f"heldout_fraction must be in [0, 1], got {self.heldout_fraction}")
+        self.ood_id_categories = tuple(self.ood_id_categories)  # a JSON list from world.json
+        known = sorted({c.category for c in load_concepts()})
+        if not self.ood_id_categories or not set(self.ood_id_categories) < set(known) or len(
+                set(self.ood_id_categories)) != len(self.ood_id_categories):
+            raise InputError(f"ood_id_categories must be distinct categories of {', '.join(known)}, leaving at "
+                             f"least one for far-OOD; got {list(self.ood_id_categories)}")
 
     @classmethod
     def from_dict(cls, data: dict) -> WorldConfig:
@@ -316,24 +333,89 @@ def _single_object_images(out: Path, folder: str, classes: list[Concept], per_cl
     return n
 
 
+#: The world's OOD sets, in table order (folders ``ood/<set>/``): pretraining concepts of the ID categories that
+#: are not ID (near), pretraining concepts of the other categories (far), and the never-seen concepts of the ID
+#: categories and of the others.
+OOD_SETS = ("near", "far", "unseen_near", "unseen_far")
+OOD_RULE = ("ID: pretraining concepts of the ID categories, shared in proportion to category size; near: the other "
+            "pretraining concepts of those categories; far: pretraining concepts of the other categories; "
+            "unseen_near / unseen_far: never-seen concepts of the ID / other categories")
+
+
+def _id_quota(total: int, sizes: dict[str, int]) -> dict[str, int]:
+    """``total`` ID classes shared among categories in proportion to ``sizes`` (largest remainder, ties to the
+    earlier category); :class:`InputError` unless every category keeps at least one concept for near-OOD."""
+    room = sum(sizes.values()) - len(sizes)
+    if total > room:
+        raise InputError(f"ood_id_classes must be at most {room} (every ID category keeps a near-OOD concept), "
+                         f"got {total}")
+    exact = {k: total * v / sum(sizes.values()) for k, v in sizes.items()}
+    quota = {k: int(e) for k, e in exact.items()}
+    for k in sorted(sizes, key=lambda k: quota[k] - exact[k])[: total - sum(quota.values())]:
+        quota[k] += 1
+    return quota
+
+
+def ood_split(cfg: WorldConfig) -> dict[str, list[Concept]]:
+    """The OOD benchmark's classes: ``{"id": [...], **{set: [...] for set in OOD_SETS}}``, each in file order.
+
+    The rule (:data:`OOD_RULE`): per ID category (``cfg.ood_id_categories``) a seeded random share of its
+    pretraining concepts is ID, the rest is near-OOD; far-OOD = pretraining concepts of every other category;
+    near and far hold at most ``cfg.ood_seen_classes`` classes (a seeded sample). It depends on the seed and the
+    config only, not on the style: worlds of the same seed in different styles have the same classes (a style
+    that cannot draw a concept leaves its folder out).
+    """
+    cats = cfg.ood_id_categories
+    rng = split_rng(cfg.seed, "ood_split")
+    pre = pretrain_concepts()
+    members = {cat: [c for c in pre if c.category == cat] for cat in cats}
+    quota = _id_quota(cfg.ood_id_classes, {cat: len(m) for cat, m in members.items()})
+    chosen = {members[cat][int(i)].name for cat in cats
+              for i in rng.permutation(len(members[cat]))[: quota[cat]]}
+
+    def sample(pool: list[Concept]) -> list[Concept]:
+        keep = set(rng.permutation(len(pool))[: cfg.ood_seen_classes].tolist())
+        return [c for i, c in enumerate(pool) if i in keep]
+
+    unseen = unseen_concepts()
+    return {"id": [c for c in pre if c.name in chosen],
+            "near": sample([c for c in pre if c.category in cats and c.name not in chosen]),
+            "far": sample([c for c in pre if c.category not in cats]),
+            "unseen_near": [c for c in unseen if c.category in cats],
+            "unseen_far": [c for c in unseen if c.category not in cats]}
+
+
+def _ood_images(out: Path, folder: str, classes: list[Concept], per_class: int, cfg: WorldConfig,
+                progress: bool, desc: str) -> int:
+    """Single-object scenes of ``classes``, each class from its own random stream (seed, ood, concept index):
+    a concept's scenes are the same in every style and whichever other concepts a style lacks."""
+    style, index = get_style(cfg.style), {c.name: i for i, c in enumerate(load_concepts())}
+    n = 0
+    for ci in _progress(len(classes), desc, progress):
+        c = classes[ci]
+        rng = np.random.default_rng([cfg.seed, SPLIT_IDS["ood"], index[c.name]])
+        for j in range(per_class):
+            scene = make_scene(((c, 1),), rng, cfg.size)
+            _save(render_scene(scene, style), out / folder / class_dir(c.name) / f"{j:04d}.png")
+            n += 1
+    return n
+
+
 def build_ood(out: Path, cfg: WorldConfig, progress: bool = True) -> dict:
-    pre = list(drawable_concepts(cfg.style, pretrain_concepts()))
-    order = split_rng(cfg.seed, "ood_split").permutation(len(pre))
-    id_classes = [pre[i] for i in order[: cfg.ood_id_classes]]
-    seen = [pre[i] for i in order[cfg.ood_id_classes: cfg.ood_id_classes + cfg.ood_seen_classes]]
-    unseen = list(drawable_concepts(cfg.style, unseen_concepts()))
-    rng = split_rng(cfg.seed, "ood")
+    """``ood/``: ID class folders, one folder per OOD set (:func:`ood_split`), ``id_classes.txt`` (every ID
+    class, drawable or not); returns the manifest entry (rule, categories, classes and image counts per set)."""
+    split = ood_split(cfg)
+    drawable = {c.name for c in drawable_concepts(cfg.style, load_concepts())}
     (out / "ood").mkdir(parents=True, exist_ok=True)
-    (out / "ood" / "id_classes.txt").write_text("\n".join(c.name for c in id_classes) + "\n")
-    counts = {
-        "id": _single_object_images(out, "ood/id", id_classes, cfg.ood_id_per_class, rng, cfg, progress, "OOD: ID"),
-        "ood_seen": _single_object_images(out, "ood/ood_seen", seen, cfg.ood_per_class, rng, cfg, progress,
-                                          "OOD: seen concepts"),
-        "ood_unseen": _single_object_images(out, "ood/ood_unseen", unseen, cfg.ood_per_class, rng, cfg, progress,
-                                            "OOD: unseen concepts"),
-    }
-    return {"images": counts, "id_classes": [c.name for c in id_classes], "ood_seen_classes": [c.name for c in seen],
-            "ood_unseen_classes": [c.name for c in unseen]}
+    (out / "ood" / "id_classes.txt").write_text("\n".join(c.name for c in split["id"]) + "\n")
+    counts = {}
+    for name, classes in split.items():
+        per_class = cfg.ood_id_per_class if name == "id" else cfg.ood_per_class
+        counts[name] = _ood_images(out, f"ood/{name}", [c for c in classes if c.name in drawable], per_class, cfg,
+                                   progress, f"OOD: {name}")
+    return {"rule": OOD_RULE, "id_categories": list(cfg.ood_id_categories), "sets": list(OOD_SETS),
+            "classes": {k: [c.name for c in v] for k, v in split.items()}, "images": counts,
+            "id_classes": [c.name for c in split["id"]]}
 
 
 def build_world(out: str | Path, cfg: WorldConfig | None = None, progress: bool = True,
