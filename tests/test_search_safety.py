@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sayno.search import IndexConfig, IndexMismatch, Searcher, SearchError, build_index, read_index, store
+from sayno.search.build import check_out
 from sayno.search.store import current_version, recorded_versions
 
 
@@ -130,6 +131,20 @@ class _SlowBackbone:
     def encode_image(self, *args, **kwargs):
         time.sleep(self._delay)
         return self._inner.encode_image(*args, **kwargs)
+
+
+def test_another_builds_lock_and_spool_files_are_not_other_files(tmp_path):
+    """A second build checked --out while the first one's spool file was there and refused the folder as "not a
+    sayno index" instead of waiting for the lock's clear error (seen as a flaky concurrent-build test)."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    out.mkdir()
+    (out / ".lock").write_text("")
+    (out / ".incoming-4242-abcdef.npy").write_bytes(b"\x93NUMPY")
+    check_out(photos.resolve(), out.resolve())  # accepted: only another build's own files
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SearchError, match="not a sayno index"):
+        check_out(photos.resolve(), out.resolve())
 
 
 def test_two_builds_of_different_folders_into_one_new_index(embedded, tmp_path):

@@ -53,6 +53,7 @@ from sayno.search.ann import build_coarse, check_kind, index_info
 from sayno.search.milvus import MilvusStore, check_backend, collection_name
 from sayno.search.scan import Scanned, scan_images
 from sayno.search.shards import (
+    INCOMING_PREFIX,
     ConcatRows,
     NpyRows,
     VectorSpool,
@@ -406,6 +407,11 @@ def check_config(cfg: IndexConfig) -> None:
                           "(http://host:19530)")
 
 
+def _build_file(name: str) -> bool:
+    """A build's own lock or spool file (another build may be writing it right now): not an "other file"."""
+    return name == ".lock" or name.startswith(INCOMING_PREFIX)
+
+
 def check_out(folder: Path, out: Path, force: bool = False) -> None:
     """:class:`SearchError` unless ``out`` (absolute) can hold the index of ``folder`` (absolute): a file, a
     missing parent folder, the image folder itself or a folder inside it, and a non-empty folder that is not
@@ -420,7 +426,7 @@ def check_out(folder: Path, out: Path, force: bool = False) -> None:
         raise SearchError(f"{out}: is {'the image folder' if out == folder else 'inside the image folder'} "
                           f"{folder}; give an --out outside it (or --force)")
     looks_like_index = (out / POINTER).is_file() or (out / MANIFEST).is_file()  # damaged ones too: --rebuild
-    if out.is_dir() and not looks_like_index and any(p.name != ".lock" for p in out.iterdir()):
+    if out.is_dir() and not looks_like_index and any(not _build_file(p.name) for p in out.iterdir()):
         raise SearchError(f"{out}: a folder with other files that is not a sayno index; give a new or empty "
                           "folder as --out (or --force to keep the index beside them)")
 
