@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
 
 from sayno.backbones.checkpoint import read_checkpoint, save_open_clip_checkpoint
 from sayno.world import get_style, pretrain_concepts, render_scene, sample_pretrain, split_rng
 from sayno.world.build import class_dir  # noqa: F401  (kept for readers of this script)
-from sayno.world.scenes import make_scene
+from sayno.world.scenes import _GLYPHS, Scene, _background, make_scene
 
 CONFIG = {
     "embed_dim": 128,
@@ -79,6 +80,42 @@ def augment(pixels01: torch.Tensor, gen: torch.Generator, strength: float = 1.0)
     return x.clamp(0, 1)
 
 
+def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength: float) -> "Image.Image":
+    """Draw ``scene`` with each object in a style drawn from ``styles`` (not one style per scene) and, with
+    ``strength`` > 0, each glyph randomly mirrored, rotated (up to 15 degrees), squashed (up to 20%) and hue
+    shifted (up to 0.04 of the colour wheel): (size, size) RGB image.
+
+    Objects of one caption then come in several art styles in the same picture, so the image tower can only
+    match the caption by what the styles share (shape, layout of colours), not by one style's line work.
+    """
+    canvas = Image.fromarray(_background(scene))
+    for p in scene.placed:
+        g = _GLYPHS.get(styles[int(rng.integers(len(styles)))], p.concept, p.size)  # resized once, cached
+        if strength > 0:
+            if rng.random() < 0.5:
+                g = g.transpose(Image.FLIP_LEFT_RIGHT)
+            angle = float(rng.uniform(-15, 15)) * strength
+            if abs(angle) > 1:
+                g = g.rotate(angle, resample=Image.BILINEAR, expand=True)
+            if rng.random() < 0.3 * strength:
+                g = _hue_shift(g, float(rng.uniform(-0.04, 0.04)))
+            squash = 1 + float(rng.uniform(-0.2, 0.2)) * strength
+            scale = p.size / max(g.width * squash, g.height / squash)
+            g = g.resize((max(1, round(g.width * squash * scale)), max(1, round(g.height / squash * scale))),
+                         Image.BILINEAR)
+        canvas.paste(g, (p.x + (p.size - g.width) // 2, p.y + (p.size - g.height) // 2), g)
+    return canvas
+
+
+def _hue_shift(rgba: "Image.Image", shift: float) -> "Image.Image":
+    """``rgba`` with its hue turned by ``shift`` (fraction of the colour wheel); alpha kept."""
+    h, s, v = rgba.convert("RGB").convert("HSV").split()
+    h = h.point(lambda x: (x + int(shift * 256)) % 256)
+    out = Image.merge("HSV", (h, s, v)).convert("RGB")
+    out.putalpha(rgba.getchannel("A"))
+    return out
+
+
 @torch.no_grad()
 def zero_shot(model: CLIP, tok: SimpleTokenizer, mean, std, seed: int, per_class: int = 4,
               style_name: str = "openmoji") -> float:
@@ -115,6 +152,9 @@ def main() -> None:
     ap.add_argument("--styles", default="openmoji", help="comma-separated art styles of the training scenes")
     ap.add_argument("--augment", type=float, default=0.0,
                     help="photometric jitter strength (0 = none, 1 = the documented default of the multi-style run)")
+    ap.add_argument("--mix", type=float, default=0.0,
+                    help="glyph-level augmentation strength with one style per object (0 = one style per scene, "
+                         "no glyph augmentation); see render_mixed")
     ap.add_argument("--monitor", default="", help="comma-separated extra styles to monitor zero-shot on (not trained)")
     ap.add_argument("--init", type=Path, default=None, help="start from DIR/clip.safetensors instead of scratch")
     args = ap.parse_args()
@@ -155,7 +195,10 @@ def main() -> None:
             g["lr"] = lr_at(step)
         pairs = [sample_pretrain(rng, concepts, 64) for _ in range(args.batch)]
         drawn = rng.integers(0, len(styles), size=len(pairs)) if len(styles) > 1 else np.zeros(len(pairs), int)
-        rendered = [render_scene(s, style_of[styles[k]]) for (s, _), k in zip(pairs, drawn)]
+        if args.mix > 0:
+            rendered = [render_mixed(s, list(style_of.values()), rng, args.mix) for s, _ in pairs]
+        else:
+            rendered = [render_scene(s, style_of[styles[k]]) for (s, _), k in zip(pairs, drawn)]
         if args.augment > 0:
             raw = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in rendered])).permute(0, 3, 1, 2)
             images = (augment(raw.float() / 255.0, aug_gen, args.augment) - mean) / std

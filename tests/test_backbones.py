@@ -193,6 +193,41 @@ def test_text_layers_and_tower(oc: SimpleNamespace, oc_backbone: Backbone) -> No
     assert not any(p.requires_grad for p in bb.model.parameters())  # type: ignore[attr-defined]
 
 
+def _full_length(tower: nn.Module, tokens: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """The tower's output computed over the whole context (no trimming of trailing padding)."""
+    untrimmed = copy.copy(tower)
+    untrimmed.trimmed = lambda t, e=None: (t, e)  # type: ignore[method-assign]
+    with torch.no_grad():
+        return untrimmed(tokens, extra=extra)
+
+
+def test_text_tower_skips_trailing_padding_exactly(oc: SimpleNamespace, oc_backbone: Backbone) -> None:
+    """Short texts are encoded over their own length, with the same result as over the whole context."""
+    tower = oc_backbone.text_tower()
+    tokens = oc_backbone.tokenize(["a dog", "no", "a red cat!"])
+    short, _ = tower.trimmed(tokens)
+    assert short.shape == (3, 6)  # "a red cat !" + start and end tokens
+    assert torch.equal(short, tokens[:, :6]) and (tokens[:, 6:] == 0).all()
+    with torch.no_grad():
+        torch.testing.assert_close(tower(tokens), ref_text(oc.model, tokens), atol=1e-5, rtol=0)
+        for extra in (0.1 * torch.randn(16, tower.width), 0.1 * torch.randn(3, 16, tower.width)):
+            torch.testing.assert_close(tower(tokens, extra=extra), _full_length(tower, tokens, extra),
+                                       atol=1e-5, rtol=0)
+    with pytest.warns(TruncationWarning):
+        full = oc_backbone.tokenize([LONG, "a dog"])  # nothing to trim when one text fills the context
+    assert tower.trimmed(full)[0].shape == full.shape == (2, 16)
+
+
+def test_tokenize_matches_open_clip_and_counts_untruncated(oc_backbone: Backbone) -> None:
+    """One BPE pass per text gives open_clip's own ids (truncated ones included) and the untruncated lengths."""
+    texts = [*TEXTS, LONG, "", "emoji \U0001f436 and ümlaut!"]
+    ids, lengths = oc_backbone._tokenize(texts)  # type: ignore[attr-defined]
+    assert torch.equal(ids, oc_backbone.tokenizer(texts))  # type: ignore[attr-defined]
+    tok = oc_backbone.tokenizer  # type: ignore[attr-defined]
+    assert lengths == [len(tok.encode(t)) + 2 for t in texts]
+    assert lengths[3] > 16 and lengths[4] == 2
+
+
 def test_custom_text_clip_tower(tmp_path: Path) -> None:
     cfg = {**TINY, "custom_text": True}
     model = tiny_model(cfg)

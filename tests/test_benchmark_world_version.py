@@ -4,11 +4,12 @@ its tables show the negation families apart."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from rich.console import Console
 
 from sayno.eval import runner
-from sayno.world.build import WORLD_VERSION
+from sayno.world.build import WORLD_VERSION, WorldConfig
 
 
 def _calls(monkeypatch) -> list:
@@ -22,10 +23,15 @@ def test_a_stale_cached_world_is_rebuilt(tmp_path, monkeypatch):
     (tmp_path / "world.json").write_text(json.dumps({"parts": {"test": {}, "classify": {}, "ood": {}}}))
     runner.ensure_world(tmp_path, "openmoji", ("test", "classify", "ood"), None)
     assert len(calls) == 1 and calls[0][1]["overwrite"]  # version 1 (no "version"): rebuilt whole
-    (tmp_path / "world.json").write_text(json.dumps({"version": WORLD_VERSION,
-                                                     "parts": {"test": {}, "classify": {}, "ood": {}}}))
+    parts = {"test": {}, "classify": {}, "ood": {}}
+    config = json.loads(json.dumps(asdict(WorldConfig())))
+    (tmp_path / "world.json").write_text(json.dumps({"version": WORLD_VERSION, "config": config, "parts": parts}))
     runner.ensure_world(tmp_path, "openmoji", ("test", "classify", "ood"), None)
     assert len(calls) == 1  # current: kept
+    other = {**config, "classify_per_class": 3}  # the same version built with another config: rebuilt
+    (tmp_path / "world.json").write_text(json.dumps({"version": WORLD_VERSION, "config": other, "parts": parts}))
+    runner.ensure_world(tmp_path, "openmoji", ("test", "classify", "ood"), None)
+    assert len(calls) == 2 and calls[1][1]["overwrite"]
 
 
 def test_benchmark_table_shows_training_and_held_out_families():

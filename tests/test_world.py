@@ -194,3 +194,21 @@ def test_concept_files_reject_unknown_keys(tmp_path):
                                 "pretrain": True, "colour": "brown"}]))
     with pytest.raises(ConfigError, match="colour"):
         load_concepts(str(bad))
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_worker_processes_draw_the_same_files(tmp_path):
+    """A part large enough for the worker pool (two chunks or more) gives the same files as one process."""
+    from sayno.world.build import PAINT_CHUNK
+
+    cfg = WorldConfig(**{**TINY.__dict__, "classify_per_class": 3})
+    assert 3 * len(pretrain_concepts()) >= 2 * PAINT_CHUNK
+    one = build_world(tmp_path / "one", cfg, parts=("classify", "test"), progress=False, workers=1)
+    two = build_world(tmp_path / "two", cfg, parts=("classify", "test"), progress=False, workers=2)
+    assert one == two
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+    with pytest.raises(InputError, match="workers"):
+        build_world(tmp_path / "bad", cfg, parts=("test",), progress=False, workers=0)

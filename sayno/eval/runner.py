@@ -13,6 +13,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -237,20 +238,22 @@ def evaluate(task: str, *, model: str, data: Path, root: Path | None = None, gla
 def ensure_world(folder: Path, style: str, parts: tuple[str, ...], console: Console | None,
                  config: WorldConfig | None = None) -> Path:
     """Build the world's evaluation parts into ``folder`` (with ``config``, default: the default world in
-    ``style``) unless a complete build of this world version (:data:`sayno.world.build.WORLD_VERSION`) is
-    already there; a stale one is rebuilt whole. Raises :class:`StyleError` when ``style``'s art is missing."""
+    ``style``) unless a complete build of this world version (:data:`sayno.world.build.WORLD_VERSION`) and
+    config is already there; a stale one is rebuilt whole. Raises :class:`StyleError` when ``style``'s art is missing."""
     manifest = folder / "world.json"
+    config = config or WorldConfig(style=style)
     have: list[str] = []
     if manifest.exists():
         built = json.loads(manifest.read_text())
         have = list(built.get("parts", {}))
-        if set(parts) <= set(have) and built.get("version") == WORLD_VERSION:
+        same = built.get("version") == WORLD_VERSION and built.get("config") == json.loads(json.dumps(asdict(config)))
+        if set(parts) <= set(have) and same:
             return folder
     if console is not None:
         console.print(f"building the emoji world ({style}) in {folder} ...")
     # a world lacking parts is rebuilt whole (with the parts it had): never new parts beside stale ones
     every = tuple(p for p in PARTS if p in set(parts) | set(have))
-    build_world(folder, config or WorldConfig(style=style), parts=every, progress=console is not None,
+    build_world(folder, config, parts=every, progress=console is not None,
                 overwrite=manifest.exists())
     return folder
 

@@ -217,7 +217,8 @@ def encode_texts(backbone: Backbone, texts: Sequence[str] | str, *, cache: Featu
         found, values = cache.get(ns, kind, keys)
         for j in np.flatnonzero(found):
             done[unique[j]] = values[j]  # type: ignore[index]
-    todo = [j for j in range(len(unique)) if unique[j] not in done]
+    # texts of similar length batched together: the text tower skips a batch's trailing padding
+    todo = sorted((j for j in range(len(unique)) if unique[j] not in done), key=lambda j: len(unique[j]))
     if todo:
         encode = backbone.encode_text_layers if layers else backbone.encode_text
         show = progress and len(todo) > batch_size

@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -227,6 +229,54 @@ def _save(img: Image.Image, path: Path) -> None:
     img.save(path, optimize=False, compress_level=1)
 
 
+#: Scenes a worker process draws per task; a part with fewer than two tasks' worth is drawn in this process.
+PAINT_CHUNK = 256
+
+
+def default_workers() -> int:
+    """Processes a world build draws with by default: the CPU cores this process may use, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _paint_chunk(style: str, jobs: list[tuple[Scene, Path]]) -> int:
+    """Worker task: draw ``jobs`` (scene, PNG path) in ``style``; returns how many."""
+    drawer = get_style(style)  # cached per process: each glyph is drawn once per worker
+    for scene, path in jobs:
+        _save(render_scene(scene, drawer), path)
+    return len(jobs)
+
+
+class _Painter:
+    """Draws a build's scenes into PNG files: in this process, or in ``workers`` processes for large parts.
+
+    Drawing is a pure function of the scene (every random choice is in the :class:`Scene`), so the files are the
+    same byte for byte whichever way they are drawn.
+    """
+
+    def __init__(self, style: str, workers: int, progress: bool):
+        self.style, self.workers, self.progress = style, workers, progress
+        self._pool: ProcessPoolExecutor | None = None
+
+    def paint(self, jobs: list[tuple[Scene, Path]], desc: str) -> None:
+        if self.workers <= 1 or len(jobs) < 2 * PAINT_CHUNK:
+            drawer = get_style(self.style)
+            for i in _progress(len(jobs), desc, self.progress):
+                _save(render_scene(jobs[i][0], drawer), jobs[i][1])
+            return
+        if self._pool is None:  # spawned, not forked: the parent may hold torch's threads
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        futures = [self._pool.submit(_paint_chunk, self.style, jobs[i:i + PAINT_CHUNK])
+                   for i in range(0, len(jobs), PAINT_CHUNK)]
+        done = as_completed(futures)
+        for future in (track(done, description=desc, total=len(futures)) if self.progress else done):
+            future.result()  # a worker's error is raised here
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -246,8 +296,10 @@ def _write_by_family_split(out: Path, stem: str, header: list[str], rows: list[l
             _write_csv(out / f"{stem}_{suffix}.csv", header, [r for r in rows if r[-1] == fs])
 
 
-def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, progress: bool = True) -> dict:
-    style = get_style(cfg.style)
+def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, progress: bool = True,
+                painter: _Painter | None = None) -> dict:
+    painter = painter or _Painter(cfg.style, 1, progress)
+    jobs: list[tuple[Scene, Path]] = []
     concepts = drawable_concepts(cfg.style, pretrain_concepts())
     rng = split_rng(cfg.seed, split)
     neg_rows, cc_rows, mcq_rows, ret_rows, retneg_rows = [], [], [], [], []
@@ -258,12 +310,11 @@ def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, progress
         """The family split of the next row: held-out families only in the test split."""
         return "held-out" if heldout and rng.random() < heldout else "training"
 
-    for gid in _progress(n_groups, f"{split} scenes", progress):
+    for gid in range(n_groups):
         g = sample_group(gid, rng, concepts, cfg.size)
         paths = {k: f"images/{split}/{gid:06d}{k}.png" for k in "ab"}
         scenes = {"a": g.a, "b": g.b}
-        for k in "ab":
-            _save(render_scene(scenes[k], style), out / paths[k])
+        jobs += [(scenes[k], out / paths[k]) for k in "ab"]
         for which, cap, true in group_captions(g, rng, cfg.hedge_error_rate, family_split()):
             other = "b" if which == "a" else "a"
             neg_rows.append([paths[which], cap.text, json.dumps(list(scenes[which].names)), json.dumps(list(cap.negated)),
@@ -293,6 +344,7 @@ def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, progress
             cap = hybrid(scenes[k].counts, obj, rng, split=fs)
             retneg_rows.append([paths[k], json.dumps([cap.text]), json.dumps(list(scenes[k].names)),
                                 json.dumps([obj.name]), f"{split}-{gid}{k}", cap.family, fs])
+    painter.paint(jobs, f"{split} scenes")
     family_cols = ["family", "family_split"]
     _write_csv(out / f"negation_{split}.csv", ["filepath", "caption", "positive_objects", "negated_objects", "hedged",
                                                "template", "true", "group", "hard_negative", *family_cols], neg_rows)
@@ -307,30 +359,27 @@ def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, progress
     return {"groups": n_groups, "images": 2 * n_groups, "negation_captions": len(neg_rows)}
 
 
-def build_captions(out: Path, cfg: WorldConfig, progress: bool = True) -> dict:
-    style, rng = get_style(cfg.style), split_rng(cfg.seed, "captions")
+def build_captions(out: Path, cfg: WorldConfig, progress: bool = True, painter: _Painter | None = None) -> dict:
+    painter = painter or _Painter(cfg.style, 1, progress)
+    rng = split_rng(cfg.seed, "captions")
     concepts = drawable_concepts(cfg.style, pretrain_concepts())
-    rows = []
-    for i in _progress(cfg.caption_images, "caption pairs", progress):
+    rows, jobs = [], []
+    for i in range(cfg.caption_images):
         scene, cap = sample_pretrain(rng, concepts, cfg.size)
         path = f"images/captions/{i:06d}.png"
-        _save(render_scene(scene, style), out / path)
+        jobs.append((scene, out / path))
         rows.append([path, cap.text])
+    painter.paint(jobs, "caption pairs")
     _write_csv(out / "captions_train.csv", ["filepath", "caption"], rows)
     return {"images": len(rows)}
 
 
 def _single_object_images(out: Path, folder: str, classes: list[Concept], per_class: int,
-                          rng: np.random.Generator, cfg: WorldConfig, progress: bool, desc: str) -> int:
-    style = get_style(cfg.style)
-    n = 0
-    for ci in _progress(len(classes), desc, progress):
-        c = classes[ci]
-        for j in range(per_class):
-            scene = make_scene(((c, 1),), rng, cfg.size)
-            _save(render_scene(scene, style), out / folder / class_dir(c.name) / f"{j:04d}.png")
-            n += 1
-    return n
+                          rng: np.random.Generator, painter: _Painter, size: int, desc: str) -> int:
+    jobs = [(make_scene(((c, 1),), rng, size), out / folder / class_dir(c.name) / f"{j:04d}.png")
+            for c in classes for j in range(per_class)]
+    painter.paint(jobs, desc)
+    return len(jobs)
 
 
 #: The world's OOD sets, in table order (folders ``ood/<set>/``): pretraining concepts of the ID categories that
@@ -386,22 +435,20 @@ def ood_split(cfg: WorldConfig) -> dict[str, list[Concept]]:
 
 
 def _ood_images(out: Path, folder: str, classes: list[Concept], per_class: int, cfg: WorldConfig,
-                progress: bool, desc: str) -> int:
+                painter: _Painter, desc: str) -> int:
     """Single-object scenes of ``classes``, each class from its own random stream (seed, ood, concept index):
     a concept's scenes are the same in every style and whichever other concepts a style lacks."""
-    style, index = get_style(cfg.style), {c.name: i for i, c in enumerate(load_concepts())}
-    n = 0
-    for ci in _progress(len(classes), desc, progress):
-        c = classes[ci]
+    index = {c.name: i for i, c in enumerate(load_concepts())}
+    jobs = []
+    for c in classes:
         rng = np.random.default_rng([cfg.seed, SPLIT_IDS["ood"], index[c.name]])
-        for j in range(per_class):
-            scene = make_scene(((c, 1),), rng, cfg.size)
-            _save(render_scene(scene, style), out / folder / class_dir(c.name) / f"{j:04d}.png")
-            n += 1
-    return n
+        jobs += [(make_scene(((c, 1),), rng, cfg.size), out / folder / class_dir(c.name) / f"{j:04d}.png")
+                 for j in range(per_class)]
+    painter.paint(jobs, desc)
+    return len(jobs)
 
 
-def build_ood(out: Path, cfg: WorldConfig, progress: bool = True) -> dict:
+def build_ood(out: Path, cfg: WorldConfig, progress: bool = True, painter: _Painter | None = None) -> dict:
     """``ood/``: ID class folders, one folder per OOD set (:func:`ood_split`), ``id_classes.txt`` (every ID
     class, drawable or not); returns the manifest entry (rule, categories, classes and image counts per set)."""
     split = ood_split(cfg)
@@ -412,15 +459,18 @@ def build_ood(out: Path, cfg: WorldConfig, progress: bool = True) -> dict:
     for name, classes in split.items():
         per_class = cfg.ood_id_per_class if name == "id" else cfg.ood_per_class
         counts[name] = _ood_images(out, f"ood/{name}", [c for c in classes if c.name in drawable], per_class, cfg,
-                                   progress, f"OOD: {name}")
+                                   painter or _Painter(cfg.style, 1, progress), f"OOD: {name}")
     return {"rule": OOD_RULE, "id_categories": list(cfg.ood_id_categories), "sets": list(OOD_SETS),
             "classes": {k: [c.name for c in v] for k, v in split.items()}, "images": counts,
             "id_classes": [c.name for c in split["id"]]}
 
 
 def build_world(out: str | Path, cfg: WorldConfig | None = None, progress: bool = True,
-                parts: tuple[str, ...] = PARTS, overwrite: bool = False) -> dict:
+                parts: tuple[str, ...] = PARTS, overwrite: bool = False, workers: int | None = None) -> dict:
     """Render every dataset of the world into ``out``; returns (and writes) the manifest ``world.json``.
+
+    ``workers``: processes that draw the images (default :func:`default_workers`; 1 = this process only); the
+    files do not depend on it.
 
     ``out`` must be new or an empty folder; an existing world (or any non-empty folder) is refused unless
     ``overwrite``, and then replaced as a whole: the world is built in a temporary folder beside ``out`` and
@@ -430,13 +480,20 @@ def build_world(out: str | Path, cfg: WorldConfig | None = None, progress: bool 
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise InputError(f"unknown world part(s) {', '.join(map(repr, unknown))}: use {', '.join(PARTS)}")
+    workers = default_workers() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be a whole number >= 1, got {workers!r}")
     out = _check_out(Path(out), overwrite)
     style_coverage(cfg.style)  # fail early on a missing style or too few concepts; warns about missing ones
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         work.chmod(0o755)  # mkdtemp's 0700 would make the world private
-        manifest = _build_into(work, cfg, progress, parts)
+        painter = _Painter(cfg.style, workers, progress)
+        try:
+            manifest = _build_into(work, cfg, parts, painter)
+        finally:
+            painter.close()
         _swap_in(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -459,7 +516,7 @@ def _check_out(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def _build_into(out: Path, cfg: WorldConfig, progress: bool, parts: tuple[str, ...]) -> dict:
+def _build_into(out: Path, cfg: WorldConfig, parts: tuple[str, ...], painter: _Painter) -> dict:
     """Render ``parts`` into the (new, empty) folder ``out`` and write its manifest."""
     pretrain = drawable_concepts(cfg.style, pretrain_concepts())
     manifest: dict = {"version": WORLD_VERSION, "config": asdict(cfg), "families": {
@@ -470,15 +527,15 @@ def _build_into(out: Path, cfg: WorldConfig, progress: bool, parts: tuple[str, .
     sizes = {"train": cfg.train_groups, "val": cfg.val_groups, "test": cfg.test_groups}
     for part in parts:
         if part in sizes:
-            manifest["parts"][part] = build_split(out, part, sizes[part], cfg, progress)
+            manifest["parts"][part] = build_split(out, part, sizes[part], cfg, painter=painter)
         elif part == "captions":
-            manifest["parts"][part] = build_captions(out, cfg, progress)
+            manifest["parts"][part] = build_captions(out, cfg, painter=painter)
         elif part == "classify":
             n = _single_object_images(out, "classify", list(pretrain), cfg.classify_per_class,
-                                      split_rng(cfg.seed, "classify"), cfg, progress, "classification images")
+                                      split_rng(cfg.seed, "classify"), painter, cfg.size, "classification images")
             manifest["parts"][part] = {"images": n, "classes": len(pretrain)}
         else:
-            manifest["parts"][part] = build_ood(out, cfg, progress)
+            manifest["parts"][part] = build_ood(out, cfg, painter=painter)
     (out / "world.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 

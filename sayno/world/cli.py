@@ -40,9 +40,11 @@ def world_build(
     scale: float = typer.Option(1.0, help="Multiply every split's size (0.1 for a quick look)."),
     overwrite: bool = typer.Option(False, "--overwrite", "--force",
                                    help="Replace an existing world (or non-empty folder) as a whole."),
+    workers: int = typer.Option(None, "--workers", "-j", help="Processes that draw the images (default: one per "
+                                "CPU core, at most 8; the images do not depend on it)."),
 ) -> None:
     """Render the world's datasets (NegBench MCQ/retrieval CSVs, CC-Neg pairs, captions, class folders)."""
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     config = guard(scaled_config, seed, style, size, scale)
-    manifest = guard(build_world, out, config, parts=chosen, overwrite=overwrite)
+    manifest = guard(build_world, out, config, parts=chosen, overwrite=overwrite, workers=workers)
     console.print(f"wrote {out} ({', '.join(manifest['parts'])})")
