@@ -4,7 +4,8 @@
 
 ``--init DIR --styles openmoji,noto`` continues training from a finished model on scenes drawn in several art
 styles (each scene in one style, chosen at random): the "bistyle" backbone of the cross-style experiment in
-docs/RESULTS.md, which is not shipped.
+docs/RESULTS.md, which is not shipped. ``--augment S`` adds photometric jitter; ``--mix S`` draws each object of a
+scene in its own style from ``--styles`` and mirrors, rotates, squashes and hue-shifts each glyph (``render_mixed``).
 
 An open_clip ``CLIP`` built from ``config.json`` (a small ViT for 64x64 scenes and a small text transformer
 with open_clip's BPE tokenizer) is trained with the standard symmetric InfoNCE loss on scenes rendered on the
