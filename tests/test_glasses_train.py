@@ -258,11 +258,14 @@ def test_cli_train_then_report_on_the_world(tiny_world, tmp_path, monkeypatch):
     app = root_cli.app
 
     out = tmp_path / "g.safetensors"
-    r = CliRunner().invoke(app, ["glasses", "train", "--model", "tiny:0", "--data", str(tiny_world), "--out",
-                                 str(out), "--epochs", "1", "--min-steps", "0", "--hidden", "32", "--no-cache",
-                                 "--no-report"])
+    args = ["glasses", "train", "--model", "tiny:0", "--data", str(tiny_world), "--out", str(out), "--epochs", "1",
+            "--min-steps", "0", "--hidden", "32", "--no-cache", "--no-report"]
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert out.exists() and out.stat().st_size < 5e6
+    finished = out.read_bytes()  # a finished checkpoint is not replaced by accident
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr and out.read_bytes() == finished
     g = load_glasses(out, tiny_clip(seed=0))
     summary = g.training_summary
     # CC-Neg true captions and MCQ captions carry no label: derived from the lexical phrase, always a known

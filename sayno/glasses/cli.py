@@ -122,13 +122,14 @@ def _train_command(report_hook: ReportHook | None) -> Callable[..., None]:
                                              help="Print the report of the world's test split.")] = True,
         device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the on-disk feature cache.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint.")] = False,
     ) -> None:
         """Train Glasses on cached frozen-CLIP features (detector, Frame, Lens, then Lens+Frame)."""
         # every argument is checked before the backbone loads and long before training ends
         tc = TrainConfig(epochs=_epochs(epochs), batch_groups=batch_groups, lr=lr, patience=patience,
                          min_steps=min_steps, fraction=fraction, seed=seed, threads=threads,
                          presence_weight=presence_weight, lens_weight=lens_weight)
-        check_output_file(out)
+        check_output_file(out, overwrite)
         sizes = GlassesConfig(embed_dim=1, num_layers=1, hidden=hidden, lambda_max=lambda_max)
         check_model_config(sizes)
         backbone = load_backbone(model, device)
@@ -137,7 +138,7 @@ def _train_command(report_hook: ReportHook | None) -> Callable[..., None]:
                             lambda_max=lambda_max)
         cache = _cache(no_cache)
         res = train_glasses(backbone, data, out, config=cfg, train=tc, val_data=val, resume=resume, cache=cache,
-                            log=console.print)
+                            log=console.print, overwrite=overwrite)
         if report and report_hook is not None and _has_test_split(data):
             report_hook(backbone, data, res.glasses, cache)
 

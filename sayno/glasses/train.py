@@ -484,8 +484,9 @@ def _saved_state(resume: ResumeFile, enabled: bool, log: Callable[[str], None]) 
 def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, config: GlassesConfig | None = None,
                   train: TrainConfig | None = None, val_data: str | Path | Sources | None = None,
                   resume: bool = True, cache=None, log: Callable[[str], None] = print,
-                  progress: bool = False) -> TrainResult:
-    """Train Glasses for ``backbone`` on ``data`` and save the checkpoint to ``out``.
+                  progress: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train Glasses for ``backbone`` on ``data`` and save the checkpoint to ``out`` (an existing checkpoint is
+    refused unless ``overwrite``: a finished run is never replaced by accident).
 
     data: a world folder (its ``*_train.csv``; validation from ``*_val.csv`` when present), CSV file(s), or
     :class:`Sources`. val_data: explicit validation data; otherwise ``val_fraction`` of the scene groups.
@@ -493,20 +494,23 @@ def train_glasses(backbone, data: str | Path | Sources, out: str | Path, *, conf
     """
     settings = train or TrainConfig()
     settings.validate()
-    out = check_output_file(out)
+    out = check_output_file(out, overwrite)
     if config is not None:
         check_model_config(config)
     with torch_threads(settings.threads):
         return _train(backbone, data, out, config, settings, val_data, resume, cache, log, progress)
 
 
-def check_output_file(out: str | Path) -> Path:
-    """``out`` as a checkpoint path that can be written: not a folder, its folder creatable and writable.
+def check_output_file(out: str | Path, overwrite: bool = False) -> Path:
+    """``out`` as a checkpoint path that can be written: not a folder, its folder creatable and writable, not an
+    existing file unless ``overwrite``.
 
     Checked before any work (a run must not fail after training). Raises :class:`~sayno.errors.InputError`."""
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; --out is the checkpoint file to write (e.g. {out / 'glasses.safetensors'})")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite (overwrite=True) to train again and replace it")
     parent = out.parent
     existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
     if not existing.is_dir():
