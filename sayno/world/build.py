@@ -259,9 +259,8 @@ class _Painter:
 
     def paint(self, jobs: list[tuple[Scene, Path]], desc: str) -> None:
         if self.workers <= 1 or len(jobs) < 2 * PAINT_CHUNK:
-            drawer = get_style(self.style)
             for i in _progress(len(jobs), desc, self.progress):
-                _save(render_scene(jobs[i][0], drawer), jobs[i][1])
+                _paint_chunk(self.style, jobs[i:i + 1])
             return
         if self._pool is None:  # spawned, not forked: the parent may hold torch's threads
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
@@ -296,9 +295,7 @@ def _write_by_family_split(out: Path, stem: str, header: list[str], rows: list[l
             _write_csv(out / f"{stem}_{suffix}.csv", header, [r for r in rows if r[-1] == fs])
 
 
-def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, progress: bool = True,
-                painter: _Painter | None = None) -> dict:
-    painter = painter or _Painter(cfg.style, 1, progress)
+def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, painter: _Painter) -> dict:
     jobs: list[tuple[Scene, Path]] = []
     concepts = drawable_concepts(cfg.style, pretrain_concepts())
     rng = split_rng(cfg.seed, split)
@@ -359,8 +356,7 @@ def build_split(out: Path, split: str, n_groups: int, cfg: WorldConfig, progress
     return {"groups": n_groups, "images": 2 * n_groups, "negation_captions": len(neg_rows)}
 
 
-def build_captions(out: Path, cfg: WorldConfig, progress: bool = True, painter: _Painter | None = None) -> dict:
-    painter = painter or _Painter(cfg.style, 1, progress)
+def build_captions(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
     rng = split_rng(cfg.seed, "captions")
     concepts = drawable_concepts(cfg.style, pretrain_concepts())
     rows, jobs = [], []
@@ -448,7 +444,7 @@ def _ood_images(out: Path, folder: str, classes: list[Concept], per_class: int, 
     return len(jobs)
 
 
-def build_ood(out: Path, cfg: WorldConfig, progress: bool = True, painter: _Painter | None = None) -> dict:
+def build_ood(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
     """``ood/``: ID class folders, one folder per OOD set (:func:`ood_split`), ``id_classes.txt`` (every ID
     class, drawable or not); returns the manifest entry (rule, categories, classes and image counts per set)."""
     split = ood_split(cfg)
@@ -459,7 +455,7 @@ def build_ood(out: Path, cfg: WorldConfig, progress: bool = True, painter: _Pain
     for name, classes in split.items():
         per_class = cfg.ood_id_per_class if name == "id" else cfg.ood_per_class
         counts[name] = _ood_images(out, f"ood/{name}", [c for c in classes if c.name in drawable], per_class, cfg,
-                                   painter or _Painter(cfg.style, 1, progress), f"OOD: {name}")
+                                   painter, f"OOD: {name}")
     return {"rule": OOD_RULE, "id_categories": list(cfg.ood_id_categories), "sets": list(OOD_SETS),
             "classes": {k: [c.name for c in v] for k, v in split.items()}, "images": counts,
             "id_classes": [c.name for c in split["id"]]}
@@ -527,15 +523,15 @@ def _build_into(out: Path, cfg: WorldConfig, parts: tuple[str, ...], painter: _P
     sizes = {"train": cfg.train_groups, "val": cfg.val_groups, "test": cfg.test_groups}
     for part in parts:
         if part in sizes:
-            manifest["parts"][part] = build_split(out, part, sizes[part], cfg, painter=painter)
+            manifest["parts"][part] = build_split(out, part, sizes[part], cfg, painter)
         elif part == "captions":
-            manifest["parts"][part] = build_captions(out, cfg, painter=painter)
+            manifest["parts"][part] = build_captions(out, cfg, painter)
         elif part == "classify":
             n = _single_object_images(out, "classify", list(pretrain), cfg.classify_per_class,
                                       split_rng(cfg.seed, "classify"), painter, cfg.size, "classification images")
             manifest["parts"][part] = {"images": n, "classes": len(pretrain)}
         else:
-            manifest["parts"][part] = build_ood(out, cfg, painter=painter)
+            manifest["parts"][part] = build_ood(out, cfg, painter)
     (out / "world.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
