@@ -47,8 +47,9 @@ TASKS = ("zeroshot", "mcq", "ccneg", "retrieval")
 TRAIN_STYLE = "openmoji"  # the art style the shipped Glasses and CLIPN were trained on: the in-style rows
 BENCHMARK_STYLES = ("openmoji", "noto", "twemoji", "fluent")  # sayno.world.styles' named styles
 STYLE_PARTS = ("test", "classify", "ood")  # the world parts the main job reads, in every style
-# the other styles' worlds serve the OOD benchmark only as covariate shift (their ``ood/id`` images): no OOD sets
-SHIFT_ONLY_OOD = {"ood_seen_classes": 0, "ood_per_class": 0}
+# the other styles' worlds serve the OOD benchmark only as covariate shift (their ``ood/id`` images): no OOD sets;
+# and their zero-shot rows use 10 images per class (1,850), not 20: a third of the cold job's images are theirs
+OTHER_STYLE = {"ood_seen_classes": 0, "ood_per_class": 0, "classify_per_class": 10}
 DROP_TASK = "style_drop"
 DROP_METRICS = ("CC-Neg", "MCQ", "R@5 negated", "zero-shot top-1")  # headers of SUMMARY_COLUMNS
 
@@ -84,8 +85,9 @@ def style_world_dir(world: Path | None, style: str) -> Path:
 
 def style_config(style: str) -> WorldConfig:
     """The world the main job builds in ``style``: the full world in the training style; in the others the same
-    test split and class folders, and of the OOD part only its ID images (the covariate shift)."""
-    return WorldConfig(style=style, **({} if style == TRAIN_STYLE else SHIFT_ONLY_OOD))
+    test split, class folders with half the images per class, and of the OOD part only its ID images (the
+    covariate shift)."""
+    return WorldConfig(style=style, **({} if style == TRAIN_STYLE else OTHER_STYLE))
 
 
 def methods_for(backbone: Backbone, glasses: Path | str | None, training_free_row: bool = False) -> list[B.Method]:
