@@ -141,6 +141,17 @@ def test_the_drop_result_is_printed_written_and_reported(tmp_path):
     assert "Style fluent skipped: the fluent style needs ..." in lines
 
 
+def test_a_report_lists_rows_by_task_file_and_style_whatever_the_world_folder(tmp_path):
+    # result file names hash the dataset's full path, so the folder the worlds were built in must not set the order
+    for n, base in enumerate(("/tmp/a", "/tmp/zz")):
+        out = tmp_path / f"results{n}"
+        for style in ("fluent", "openmoji", "twemoji", "noto"):
+            for r in _rows(style, 90.0, 80.0, 70.0, 95.0):
+                runner.write_result(r | {"dataset": base + r["dataset"], "model": "embedded", "fingerprint": "f"}, out)
+        order = [(r["task"], r["style"]) for r in runner.read_results(out)]
+        assert order == [(t, s) for t in ("ccneg", "mcq", "retrieval", "zeroshot") for s in runner.BENCHMARK_STYLES]
+
+
 # ---------------------------------------------------------------------------------------------- OOD shifts
 def _fake_ood(calls: list):
     def world_ood_benchmark(backbone, folder, *, shift_folders=None, clipn=None, cache=None, progress=True):

@@ -386,7 +386,16 @@ def read_results(folder: Path) -> list[dict]:
     files = sorted(folder.glob("*.json"))
     if not files:
         raise DataError(f"{folder}: no result JSONs in it")
-    return [json.loads(f.read_text()) for f in files]
+    return sorted((json.loads(f.read_text()) for f in files), key=_report_order)
+
+
+def _report_order(result: dict) -> tuple:
+    """Task, dataset file name, then art style in :data:`BENCHMARK_STYLES` order: a report lists the same rows in
+    the same order whichever folder the worlds were built in (file names hash the dataset's full path)."""
+    style = result.get("style")
+    rank = BENCHMARK_STYLES.index(style) if style in BENCHMARK_STYLES else len(BENCHMARK_STYLES)
+    return (result.get("task", ""), Path(str(result.get("dataset", ""))).name, rank, str(style or ""),
+            str(result.get("model", "")))
 
 
 def _columns(results: list[dict]) -> list[str]:
