@@ -6,6 +6,8 @@
 styles (each scene in one style, chosen at random): the "bistyle" backbone of the cross-style experiment in
 docs/RESULTS.md, which is not shipped. ``--augment S`` adds photometric jitter; ``--mix S`` draws each object of a
 scene in its own style from ``--styles`` and mirrors, rotates, squashes and hue-shifts each glyph (``render_mixed``).
+``--first-style-steps N`` draws the first N steps' scenes in the first style only (a curriculum for from-scratch
+multi-style runs: docs/RESULTS.md, "A three-style embedded CLIP").
 
 An open_clip ``CLIP`` built from ``config.json`` (a small ViT for 64x64 scenes and a small text transformer
 with open_clip's BPE tokenizer) is trained with the standard symmetric InfoNCE loss on scenes rendered on the
