@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
+from PIL import Image
 
 from sayno.backbones.checkpoint import read_checkpoint, save_open_clip_checkpoint
 from sayno.backbones.open_clip_backbone import OpenClipTextTower
@@ -87,7 +87,7 @@ def augment(pixels01: torch.Tensor, gen: torch.Generator, strength: float = 1.0)
     return x.clamp(0, 1)
 
 
-def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength: float) -> "Image.Image":
+def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength: float) -> Image.Image:
     """Draw ``scene`` with each object in a style drawn from ``styles`` (not one style per scene) and, with
     ``strength`` > 0, each glyph randomly mirrored, rotated (up to 15 degrees), squashed (up to 20%) and hue
     shifted (up to 0.04 of the colour wheel): (size, size) RGB image.
@@ -114,7 +114,7 @@ def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength:
     return canvas
 
 
-def _hue_shift(rgba: "Image.Image", shift: float) -> "Image.Image":
+def _hue_shift(rgba: Image.Image, shift: float) -> Image.Image:
     """``rgba`` with its hue turned by ``shift`` (fraction of the colour wheel); alpha kept."""
     h, s, v = rgba.convert("RGB").convert("HSV").split()
     h = h.point(lambda x: (x + int(shift * 256)) % 256)
