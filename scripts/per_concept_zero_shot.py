@@ -1,6 +1,9 @@
-"""Per-concept zero-shot accuracy of an embedded-architecture checkpoint in each art style.
+"""Per-concept zero-shot accuracy of a backbone in each art style.
 
     python scripts/per_concept_zero_shot.py runs/embedded-v5 [--per-class 6] [--seed 7]
+
+MODEL is a backbone spec (``embedded``, ``open_clip:...``, ``hf:...``) or a folder written by train_embedded.py
+(``config.json`` and ``clip.safetensors``), loaded with ``sayno.backbones.load``.
 
 Draws ``--per-class`` single-object scenes of each of the 185 pretraining concepts in openmoji, noto, twemoji and
 fluent (a fresh random stream), classifies them against "a photo of <concept>" and prints: the mean accuracy per
@@ -12,20 +15,13 @@ the most frequent wrong fluent classes. Used for docs/RESULTS.md, "A three-style
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from open_clip.model import CLIP
-from open_clip.tokenizer import SimpleTokenizer
 
-sys.path.insert(0, str(Path(__file__).parent))
-import train_embedded as T
-
-from sayno.backbones.checkpoint import read_checkpoint
+from sayno.backbones import load
 from sayno.world import get_style, pretrain_concepts, render_scene
 from sayno.world.scenes import make_scene
 
@@ -35,30 +31,25 @@ STYLES = ("openmoji", "noto", "twemoji", "fluent")
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_dir", type=Path, help="folder with clip.safetensors (train_embedded.py's --out)")
+    ap.add_argument("model", help="backbone spec, or a folder with config.json and clip.safetensors")
     ap.add_argument("--per-class", type=int, default=6)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--worst", type=int, default=25, help="how many fluent-vs-twemoji failures to list")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = {k: v for k, v in T.CONFIG.items() if k != "preprocess_cfg"}
-    model = CLIP(**cfg)
-    state = read_checkpoint(args.model_dir / "clip.safetensors").state
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    model.eval()
-    tok = SimpleTokenizer(context_length=T.CONFIG["text_cfg"]["context_length"])
-    mean = torch.tensor(T.CONFIG["preprocess_cfg"]["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(T.CONFIG["preprocess_cfg"]["std"]).view(1, 3, 1, 1)
+    folder = Path(args.model)
+    backbone = load(f"open_clip:{folder / 'config.json'}:{folder / 'clip.safetensors'}" if folder.is_dir()
+                    else args.model)
     concepts = pretrain_concepts()
-    text = F.normalize(model.encode_text(tok([f"a photo of {c.phrase(1)}" for c in concepts])), dim=-1)
+    text = backbone.encode_text([f"a photo of {c.phrase(1)}" for c in concepts])  # (185, D), unit norm
     acc, preds = {}, {}
     for name in STYLES:
         style, rng = get_style(name), np.random.default_rng([args.seed, 99])
         hits, pred = np.zeros(len(concepts)), []
         for ci, c in enumerate(concepts):
             images = [render_scene(make_scene(((c, 1),), rng), style) for _ in range(args.per_class)]
-            p = (F.normalize(model.encode_image(T.to_pixels(images, mean, std)), dim=-1) @ text.T).argmax(1).numpy()
+            p = (backbone.encode_image(images) @ text.T).argmax(1).numpy()
             hits[ci] = (p == ci).mean()
             pred.append([concepts[j].name for j in p])
         acc[name], preds[name] = hits, pred
