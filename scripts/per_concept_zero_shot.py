@@ -22,11 +22,9 @@ import numpy as np
 import torch
 
 from sayno.backbones import load
+from sayno.eval.runner import BENCHMARK_STYLES
 from sayno.world import get_style, pretrain_concepts, render_scene
 from sayno.world.scenes import make_scene
-
-STYLES = ("openmoji", "noto", "twemoji", "fluent")
-
 
 @torch.no_grad()
 def main() -> None:
@@ -44,7 +42,7 @@ def main() -> None:
     concepts = pretrain_concepts()
     text = backbone.encode_text([f"a photo of {c.phrase(1)}" for c in concepts])  # (185, D), unit norm
     acc, preds = {}, {}
-    for name in STYLES:
+    for name in BENCHMARK_STYLES:
         style, rng = get_style(name), np.random.default_rng([args.seed, 99])
         hits, pred = np.zeros(len(concepts)), []
         for ci, c in enumerate(concepts):
