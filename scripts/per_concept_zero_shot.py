@@ -26,6 +26,7 @@ from sayno.eval.runner import BENCHMARK_STYLES
 from sayno.world import get_style, pretrain_concepts, render_scene
 from sayno.world.scenes import make_scene
 
+
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
