@@ -10,7 +10,9 @@ scene in its own style from ``--styles`` and mirrors, rotates, squashes and hue-
 multi-style runs: docs/RESULTS.md, "A three-style embedded CLIP"). ``--patch-dropout P --unmasked-steps N`` trains
 FLIP-style (open_clip's ``PatchDropout`` drops a fraction P of each image's patches, the last N steps see them all),
 ``--compile`` compiles the image tower and ``--flip`` mirrors half of the scenes: about 1.65x the steps in the same
-time on 2 cores.
+time on 2 cores. ``--render-worker`` renders the next batches in a worker process (the same stream, a few percent
+faster on 2 cores). Two options measured in pilots and not used by any recorded run: ``--randconv P`` (a random
+convolution per image, RandConv) and ``--concept-loss W`` (each scene also against every bare concept name).
 
 An open_clip ``CLIP`` built from ``config.json`` (a small ViT for 64x64 scenes and a small text transformer
 with open_clip's BPE tokenizer) is trained with the standard symmetric InfoNCE loss on scenes rendered on the
@@ -87,6 +89,33 @@ def augment(pixels01: torch.Tensor, gen: torch.Generator, strength: float = 1.0)
     return x.clamp(0, 1)
 
 
+@torch.no_grad()
+def randconv(pixels01: torch.Tensor, gen: torch.Generator, prob: float) -> torch.Tensor:
+    """RandConv (Xu et al., ICLR 2021) on a (B, 3, H, W) batch in [0, 1] -> same shape, in [0, 1].
+
+    With probability ``prob`` per image, the image is blended (weight ~ U(0, 1)) with itself passed through a
+    random 3->3 convolution (kernel size 1, 3, 5 or 7 drawn per call, Kaiming-normal weights) and rescaled to
+    [0, 1]. A random convolution keeps shapes and scrambles colour and local texture: a style the model has
+    never seen, at every step.
+    """
+    b, c, h, w = pixels01.shape
+    chosen = torch.rand(b, generator=gen) < prob
+    if not chosen.any():
+        return pixels01
+    k = int((1, 3, 5, 7)[int(torch.randint(4, (1,), generator=gen))])
+    x = pixels01[chosen]
+    n = x.shape[0]
+    weight = torch.randn(n * c, c, k, k, generator=gen) * math.sqrt(2.0 / (c * k * k))
+    y = F.conv2d(x.reshape(1, n * c, h, w), weight, padding=k // 2, groups=n).reshape(n, c, h, w)
+    lo = y.amin(dim=(1, 2, 3), keepdim=True)
+    hi = y.amax(dim=(1, 2, 3), keepdim=True)
+    y = (y - lo) / (hi - lo).clamp_min(1e-6)
+    alpha = torch.rand(n, 1, 1, 1, generator=gen)
+    out = pixels01.clone()
+    out[chosen] = alpha * x + (1 - alpha) * y
+    return out
+
+
 def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength: float) -> Image.Image:
     """Draw ``scene`` with each object in a style drawn from ``styles`` (not one style per scene) and, with
     ``strength`` > 0, each glyph randomly mirrored, rotated (up to 15 degrees), squashed (up to 20%) and hue
@@ -146,6 +175,44 @@ def zero_shot(model: CLIP, tok: SimpleTokenizer, mean, std, seed: int, per_class
     return correct / total
 
 
+def render_batches(args: argparse.Namespace, styles: list[str]):
+    """Yield one training batch per step: (B, 64, 64, 3) uint8 scenes, their B captions and the B lists of
+    concept names they show. The same seed gives the same stream, in this process or in a worker."""
+    rng = split_rng(args.seed, "pretrain")
+    concepts, style_of = pretrain_concepts(), {name: get_style(name) for name in styles}
+    for step in range(args.steps):
+        pairs = [sample_pretrain(rng, concepts, 64) for _ in range(args.batch)]
+        drawn = rng.integers(0, len(styles), size=len(pairs)) if len(styles) > 1 else np.zeros(len(pairs), int)
+        if step < args.first_style_steps:
+            drawn = np.zeros(len(pairs), int)
+        if args.mix > 0 and step >= args.first_style_steps:
+            rendered = [render_mixed(s, list(style_of.values()), rng, args.mix) for s, _ in pairs]
+        else:
+            rendered = [render_scene(s, style_of[styles[k]]) for (s, _), k in zip(pairs, drawn)]
+        yield (np.stack([np.asarray(im, dtype=np.uint8) for im in rendered]), [c.text for _, c in pairs],
+               [[p.concept.name for p in s.placed] for s, _ in pairs])
+
+
+def _render_worker(args: argparse.Namespace, styles: list[str], queue) -> None:
+    for batch in render_batches(args, styles):
+        queue.put(batch)
+
+
+def render_batches_in_worker(args: argparse.Namespace, styles: list[str]):
+    """``render_batches`` run ahead in one worker process (rendering overlaps the model's step)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue(maxsize=3)
+    worker = ctx.Process(target=_render_worker, args=(args, styles, queue), daemon=True)
+    worker.start()
+    try:
+        for _ in range(args.steps):
+            yield queue.get()
+    finally:
+        worker.terminate()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1500)
@@ -172,6 +239,12 @@ def main() -> None:
                     help="with --patch-dropout: the last N steps see every patch (FLIP's unmasked tuning)")
     ap.add_argument("--flip", action="store_true", help="mirror half of the training scenes left-right")
     ap.add_argument("--compile", action="store_true", help="torch.compile the image tower (about 20%% faster on CPU)")
+    ap.add_argument("--randconv", type=float, default=0.0,
+                    help="probability of a random-convolution style per image (RandConv; needs no --augment)")
+    ap.add_argument("--render-worker", action="store_true",
+                    help="render the next batches in a worker process while the model trains (same stream)")
+    ap.add_argument("--concept-loss", type=float, default=0.0,
+                    help="weight of an extra image->concept-name loss (each scene's objects against all concepts)")
     ap.add_argument("--monitor-every", type=int, default=250, help="zero-shot monitor interval in steps")
     ap.add_argument("--monitor", default="", help="comma-separated extra styles to monitor zero-shot on (not trained)")
     ap.add_argument("--init", type=Path, default=None, help="start from DIR/clip.safetensors instead of scratch")
@@ -209,34 +282,29 @@ def main() -> None:
         t = (step - args.warmup) / max(1, args.steps - args.warmup)
         return args.lr * 0.5 * (1 + math.cos(math.pi * t))
 
-    rng = split_rng(args.seed, "pretrain")
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
-    concepts, style_of = pretrain_concepts(), {name: get_style(name) for name in styles}
+    concepts = pretrain_concepts()
+    batches = (render_batches_in_worker(args, styles) if args.render_worker else render_batches(args, styles))
     monitored = styles[1:] + [m.strip() for m in args.monitor.split(",") if m.strip() and m.strip() not in styles]
     aug_gen = torch.Generator().manual_seed(args.seed + 7919)
+    concept_index = {c.name: i for i, c in enumerate(concepts)}
+    concept_texts = tok([c.phrase(1) for c in concepts])  # bare names ("a dog"), not the monitor's prompt
     log, t0 = [], time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         if args.patch_dropout > 0 and step == args.steps - args.unmasked_steps:
             model.visual.patch_dropout.prob = 0.0
-        pairs = [sample_pretrain(rng, concepts, 64) for _ in range(args.batch)]
-        drawn = rng.integers(0, len(styles), size=len(pairs)) if len(styles) > 1 else np.zeros(len(pairs), int)
-        if step < args.first_style_steps:
-            drawn = np.zeros(len(pairs), int)
-        if args.mix > 0 and step >= args.first_style_steps:
-            rendered = [render_mixed(s, list(style_of.values()), rng, args.mix) for s, _ in pairs]
+        raw, captions, shown_names = next(batches)
+        if args.augment > 0 or args.randconv > 0:
+            x01 = augment(torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0, aug_gen, args.augment)
+            images = (randconv(x01, aug_gen, args.randconv) - mean) / std
         else:
-            rendered = [render_scene(s, style_of[styles[k]]) for (s, _), k in zip(pairs, drawn)]
-        if args.augment > 0:
-            raw = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in rendered])).permute(0, 3, 1, 2)
-            images = (augment(raw.float() / 255.0, aug_gen, args.augment) - mean) / std
-        else:
-            images = to_pixels(rendered, mean, std)
+            images = (torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
         if args.flip:
             mirror = torch.rand(len(images), generator=aug_gen) < 0.5
             images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
-        texts = tok([c.text for _, c in pairs])
+        texts = tok(captions)
         fi = F.normalize(image_tower(images), dim=-1)
         ft = F.normalize(text_tower(texts), dim=-1)
         logits = model.logit_scale.exp() * fi @ ft.T
@@ -245,6 +313,17 @@ def main() -> None:
         target = same / same.sum(1, keepdim=True)
         loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
                       + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+        if args.concept_loss > 0:
+            # every scene against every concept name: the objects it shows are its positives (UniCL-style)
+            fc = F.normalize(text_tower(concept_texts), dim=-1)
+            shown = torch.zeros(len(captions), len(concepts))
+            for i, names in enumerate(shown_names):
+                for name in names:
+                    shown[i, concept_index[name]] = 1.0
+            concept_logits = model.logit_scale.exp() * fi @ fc.T
+            concept_loss = torch.sum(-(shown / shown.sum(1, keepdim=True)) * F.log_softmax(concept_logits, 1), 1).mean()
+            contrastive = loss.detach()
+            loss = loss + args.concept_loss * concept_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -254,6 +333,8 @@ def main() -> None:
         if step % 50 == 0 or step == args.steps - 1:
             entry = {"step": step, "loss": round(loss.item(), 4), "lr": lr_at(step),
                      "logit_scale": round(model.logit_scale.exp().item(), 2), "minutes": round((time.time() - t0) / 60, 2)}
+            if args.concept_loss > 0:
+                entry.update(contrastive_loss=round(contrastive.item(), 4), concept_loss=round(concept_loss.item(), 4))
             if step % args.monitor_every == 0 or step == args.steps - 1:
                 entry["zero_shot_monitor"] = round(zero_shot(model, tok, mean, std, args.seed), 4)
                 for name in monitored:
