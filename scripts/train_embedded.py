@@ -98,6 +98,8 @@ def randconv(pixels01: torch.Tensor, gen: torch.Generator, prob: float) -> torch
     [0, 1]. A random convolution keeps shapes and scrambles colour and local texture: a style the model has
     never seen, at every step.
     """
+    if prob <= 0:  # draws nothing from ``gen``, so runs without RandConv keep their random stream
+        return pixels01
     b, c, h, w = pixels01.shape
     chosen = torch.rand(b, generator=gen) < prob
     if not chosen.any():
@@ -201,6 +203,7 @@ def _render_worker(args: argparse.Namespace, styles: list[str], queue) -> None:
 def render_batches_in_worker(args: argparse.Namespace, styles: list[str]):
     """``render_batches`` run ahead in one worker process (rendering overlaps the model's step)."""
     import multiprocessing as mp
+    from queue import Empty
 
     ctx = mp.get_context("fork")
     queue = ctx.Queue(maxsize=3)
@@ -208,7 +211,13 @@ def render_batches_in_worker(args: argparse.Namespace, styles: list[str]):
     worker.start()
     try:
         for _ in range(args.steps):
-            yield queue.get()
+            while True:
+                try:
+                    yield queue.get(timeout=30)
+                    break
+                except Empty:
+                    if not worker.is_alive():
+                        raise RuntimeError(f"the render worker exited with code {worker.exitcode}") from None
     finally:
         worker.terminate()
 
@@ -296,11 +305,8 @@ def main() -> None:
         if args.patch_dropout > 0 and step == args.steps - args.unmasked_steps:
             model.visual.patch_dropout.prob = 0.0
         raw, captions, shown_names = next(batches)
-        if args.augment > 0 or args.randconv > 0:
-            x01 = augment(torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0, aug_gen, args.augment)
-            images = (randconv(x01, aug_gen, args.randconv) - mean) / std
-        else:
-            images = (torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+        x01 = torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0
+        images = (randconv(augment(x01, aug_gen, args.augment), aug_gen, args.randconv) - mean) / std
         if args.flip:
             mirror = torch.rand(len(images), generator=aug_gen) < 0.5
             images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
