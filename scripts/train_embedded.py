@@ -39,6 +39,7 @@ from PIL import Image
 from sayno.backbones.checkpoint import read_checkpoint, save_open_clip_checkpoint
 from sayno.backbones.open_clip_backbone import OpenClipTextTower
 from sayno.world import get_style, pretrain_concepts, render_scene, sample_pretrain, split_rng
+from sayno.world.styles import drawable_concepts
 from sayno.world.build import class_dir  # noqa: F401  (kept for readers of this script)
 from sayno.world.scenes import _GLYPHS, Scene, _background, make_scene
 
@@ -182,6 +183,9 @@ def render_batches(args: argparse.Namespace, styles: list[str]):
     concept names they show. The same seed gives the same stream, in this process or in a worker."""
     rng = split_rng(args.seed, "pretrain")
     concepts, style_of = pretrain_concepts(), {name: get_style(name) for name in styles}
+    # a style that cannot draw every concept (e.g. an older emoji set) draws only the scenes it can; the others fall
+    # back to the first style, so full-coverage styles keep their stream
+    lacks = {name: {c.name for c in concepts} - {c.name for c in drawable_concepts(name, concepts)} for name in styles}
     for step in range(args.steps):
         pairs = [sample_pretrain(rng, concepts, 64) for _ in range(args.batch)]
         drawn = rng.integers(0, len(styles), size=len(pairs)) if len(styles) > 1 else np.zeros(len(pairs), int)
@@ -190,9 +194,14 @@ def render_batches(args: argparse.Namespace, styles: list[str]):
         if args.mix > 0 and step >= args.first_style_steps:
             rendered = [render_mixed(s, list(style_of.values()), rng, args.mix) for s, _ in pairs]
         else:
-            rendered = [render_scene(s, style_of[styles[k]]) for (s, _), k in zip(pairs, drawn)]
+            rendered = [render_scene(s, style_of[styles[k] if not _shows(s, lacks[styles[k]]) else styles[0]])
+                        for (s, _), k in zip(pairs, drawn)]
         yield (np.stack([np.asarray(im, dtype=np.uint8) for im in rendered]), [c.text for _, c in pairs],
                [[p.concept.name for p in s.placed] for s, _ in pairs])
+
+
+def _shows(scene, names: set[str]) -> bool:
+    return bool(names) and any(p.concept.name in names for p in scene.placed)
 
 
 def _render_worker(args: argparse.Namespace, styles: list[str], queue) -> None:
@@ -294,7 +303,8 @@ def main() -> None:
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     concepts = pretrain_concepts()
     batches = (render_batches_in_worker(args, styles) if args.render_worker else render_batches(args, styles))
-    monitored = styles[1:] + [m.strip() for m in args.monitor.split(",") if m.strip() and m.strip() not in styles]
+    monitored = [name for name in styles[1:] if len(drawable_concepts(name, concepts)) == len(concepts)]
+    monitored += [m.strip() for m in args.monitor.split(",") if m.strip() and m.strip() not in styles]
     aug_gen = torch.Generator().manual_seed(args.seed + 7919)
     concept_index = {c.name: i for i, c in enumerate(concepts)}
     concept_texts = tok([c.phrase(1) for c in concepts])  # bare names ("a dog"), not the monitor's prompt
