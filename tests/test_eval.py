@@ -75,15 +75,16 @@ def test_eval_mcq_shows_the_negation_failure_and_glasses_fix_it(world):
     res = _eval("mcq", "--data", str(world / "mcq_test.csv"), "--glasses", str(GLASSES))
     clip, glasses = res["methods"]["CLIP"], res["methods"]["CLIPGlasses"]
     assert res["fingerprint"] == "27ec3d34ac0bdc55" and clip["questions"] == 80 and res["bad_rows"] == 0
-    # measured on this world: CLIP 32.5 (negated questions 0.0), Glasses 92.5
+    # measured on this world (three-style default): CLIP 32.5 (negated questions 3.7), Glasses 90.0 (negated 81.5,
+    # 22 of 27); the negated bar leaves room for two more wrong answers on another platform's floats
     assert clip["negative"] <= 20 and clip["positive"] >= 70
-    assert glasses["accuracy"] >= 80 and glasses["negative"] >= 80
+    assert glasses["accuracy"] >= 80 and glasses["negative"] >= 70
 
 
 def test_eval_ccneg_and_retrieval(world):
     res = _eval("ccneg", "--data", str(world / "ccneg_test.csv"), "--glasses", str(GLASSES))
     assert res["methods"]["CLIP"]["pairs"] == 80
-    assert res["methods"]["CLIPGlasses"]["accuracy"] >= res["methods"]["CLIP"]["accuracy"] + 15  # 100 vs 68.75
+    assert res["methods"]["CLIPGlasses"]["accuracy"] >= res["methods"]["CLIP"]["accuracy"] + 15  # 100 vs 70
     res = _eval("retrieval", "--data", str(world / "retrieval_test.csv"), "--glasses", str(GLASSES))
     clip, glasses = res["methods"]["CLIP"], res["methods"]["CLIPGlasses"]
     for key, value in clip.items():  # affirmative captions: Glasses change nothing
@@ -95,7 +96,7 @@ def test_eval_ccneg_and_retrieval(world):
 def test_eval_zeroshot(world):
     res = _eval("zeroshot", "--data", str(world / "classify"))
     acc = res["methods"]["CLIP"]["top1"]
-    assert acc >= 85  # 185 classes, one image each; the embedded CLIP measures 95.6 on the full split
+    assert acc >= 85  # 185 classes, one image each: 94.1 here; the embedded CLIP measures 94.5 on the full split
 
 
 def test_bad_rows_are_reported_and_the_rest_scored(world, tmp_path):
