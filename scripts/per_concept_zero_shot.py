@@ -9,7 +9,9 @@ Draws ``--per-class`` single-object scenes of each of the 185 pretraining concep
 fluent (a fresh random stream), classifies them against "a photo of <concept>" and prints: the mean accuracy per
 style; the concepts where fluent falls furthest below twemoji, with fluent's first three predictions; the
 per-concept correlation of fluent and twemoji; how many concepts fluent gets right in every image and in none;
-the most frequent wrong fluent classes. Used for docs/RESULTS.md, "A three-style embedded CLIP".
+the most frequent wrong fluent classes. ``--gray`` also classifies the same scenes turned grey, per style: how much
+of the accuracy survives without colour, i.e. how much the model reads shape. Used for docs/RESULTS.md, "A
+three-style embedded CLIP".
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--worst", type=int, default=25, help="how many fluent-vs-twemoji failures to list")
+    ap.add_argument("--gray", action="store_true", help="also the accuracy on the same scenes in grey")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     folder = Path(args.model)
@@ -45,14 +48,17 @@ def main() -> None:
     acc, preds = {}, {}
     for name in BENCHMARK_STYLES:
         style, rng = get_style(name), np.random.default_rng([args.seed, 99])
-        hits, pred = np.zeros(len(concepts)), []
+        hits, gray_hits, pred = np.zeros(len(concepts)), np.zeros(len(concepts)), []
         for ci, c in enumerate(concepts):
             images = [render_scene(make_scene(((c, 1),), rng), style) for _ in range(args.per_class)]
             p = (backbone.encode_image(images) @ text.T).argmax(1).numpy()
             hits[ci] = (p == ci).mean()
             pred.append([concepts[j].name for j in p])
+            if args.gray:
+                grey = [im.convert("L").convert("RGB") for im in images]
+                gray_hits[ci] = ((backbone.encode_image(grey) @ text.T).argmax(1).numpy() == ci).mean()
         acc[name], preds[name] = hits, pred
-        print(f"{name}: {hits.mean() * 100:.1f}%")
+        print(f"{name}: {hits.mean() * 100:.1f}%" + (f" (grey: {gray_hits.mean() * 100:.1f}%)" if args.gray else ""))
     fl, tw = acc["fluent"], acc["twemoji"]
     print("fluent failures (fluent accuracy, twemoji accuracy, fluent's first predictions):")
     for i in np.argsort(fl - tw)[: args.worst]:

@@ -11,8 +11,10 @@ multi-style runs: docs/RESULTS.md, "A three-style embedded CLIP"). ``--patch-dro
 FLIP-style (open_clip's ``PatchDropout`` drops a fraction P of each image's patches, the last N steps see them all),
 ``--compile`` compiles the image tower and ``--flip`` mirrors half of the scenes: about 1.65x the steps in the same
 time on 2 cores. ``--render-worker`` renders the next batches in a worker process (the same stream, a few percent
-faster on 2 cores). Two options measured in pilots and not used by any recorded run: ``--randconv P`` (a random
-convolution per image, RandConv) and ``--concept-loss W`` (each scene also against every bare concept name).
+faster on 2 cores). Three options measured in pilots and not used by the shipped run: ``--randconv P`` (a random
+convolution per image, RandConv), ``--concept-loss W`` (each scene also against every bare concept name) and
+``--grayscale P`` (a share of the images turned grey). A style that cannot draw every concept (e.g.
+``folder:`` with an older emoji set) may be given: scenes showing a concept it lacks are drawn in the first style.
 
 An open_clip ``CLIP`` built from ``config.json`` (a small ViT for 64x64 scenes and a small text transformer
 with open_clip's BPE tokenizer) is trained with the standard symmetric InfoNCE loss on scenes rendered on the
@@ -88,6 +90,17 @@ def augment(pixels01: torch.Tensor, gen: torch.Generator, strength: float = 1.0)
     blur = (torch.rand(b, 1, 1, 1, generator=gen) < 0.2 * strength).float()
     x = blur * F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False) + (1 - blur) * x
     return x.clamp(0, 1)
+
+
+@torch.no_grad()
+def grayscale(pixels01: torch.Tensor, gen: torch.Generator, prob: float) -> torch.Tensor:
+    """A (B, 3, H, W) batch in [0, 1] with each image turned to grey (luma in all three channels) with probability
+    ``prob`` -> same shape. Without colour the model has to tell concepts apart by shape, which an unseen art style
+    shares with the training styles more than it shares their exact colours. Draws nothing at ``prob`` 0."""
+    if prob <= 0:
+        return pixels01
+    to_gray = (torch.rand(pixels01.shape[0], 1, 1, 1, generator=gen) < prob).float()
+    return to_gray * (pixels01 * _LUMA).sum(1, keepdim=True).expand_as(pixels01) + (1 - to_gray) * pixels01
 
 
 @torch.no_grad()
@@ -257,6 +270,8 @@ def main() -> None:
                     help="with --patch-dropout: the last N steps see every patch (FLIP's unmasked tuning)")
     ap.add_argument("--flip", action="store_true", help="mirror half of the training scenes left-right")
     ap.add_argument("--compile", action="store_true", help="torch.compile the image tower (about 20%% faster on CPU)")
+    ap.add_argument("--grayscale", type=float, default=0.0,
+                    help="share of training images turned grey (shape over colour; 0 = off, draws nothing)")
     ap.add_argument("--randconv", type=float, default=0.0,
                     help="probability of a random-convolution style per image (RandConv; needs no --augment)")
     ap.add_argument("--render-worker", action="store_true",
@@ -316,7 +331,8 @@ def main() -> None:
             model.visual.patch_dropout.prob = 0.0
         raw, captions, shown_names = next(batches)
         x01 = torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0
-        images = (randconv(augment(x01, aug_gen, args.augment), aug_gen, args.randconv) - mean) / std
+        images = (grayscale(randconv(augment(x01, aug_gen, args.augment), aug_gen, args.randconv), aug_gen,
+                             args.grayscale) - mean) / std
         if args.flip:
             mirror = torch.rand(len(images), generator=aug_gen) < 0.5
             images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
