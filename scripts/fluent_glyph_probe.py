@@ -13,8 +13,8 @@ Used for docs/RESULTS.md, "A three-style embedded CLIP".
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -41,9 +41,9 @@ from PIL import Image
 from sayno.backbones.checkpoint import read_checkpoint, save_open_clip_checkpoint
 from sayno.backbones.open_clip_backbone import OpenClipTextTower
 from sayno.world import get_style, pretrain_concepts, render_scene, sample_pretrain, split_rng
-from sayno.world.styles import drawable_concepts
 from sayno.world.build import class_dir  # noqa: F401  (kept for readers of this script)
 from sayno.world.scenes import _GLYPHS, Scene, _background, make_scene
+from sayno.world.styles import drawable_concepts
 
 CONFIG = {
     "embed_dim": 128,
