@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
+from per_concept_zero_shot import concept_texts, load_model  # scripts/, on sys.path when run as a script
 from PIL import Image, ImageEnhance, ImageFilter
 
-from sayno.backbones import load
 from sayno.world import get_style, pretrain_concepts, render_scene
 from sayno.world.concepts import Concept
 from sayno.world.scenes import GlyphCache, make_scene
@@ -61,11 +60,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    folder = Path(args.model)
-    backbone = load(f"open_clip:{folder / 'config.json'}:{folder / 'clip.safetensors'}" if folder.is_dir()
-                    else args.model)
-    concepts = pretrain_concepts()
-    text = backbone.encode_text([f"a photo of {c.phrase(1)}" for c in concepts])  # (185, D), unit norm
+    backbone = load_model(args.model)
+    concepts, text = pretrain_concepts(), concept_texts(backbone)
     fluent = get_style("fluent")
     variants: dict[str, Style] = {
         "twemoji as drawn": get_style("twemoji"),

@@ -23,10 +23,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sayno.backbones import load
+from sayno.backbones import Backbone, load
 from sayno.eval.runner import BENCHMARK_STYLES
 from sayno.world import get_style, pretrain_concepts, render_scene
 from sayno.world.scenes import make_scene
+
+
+def load_model(spec: str) -> Backbone:
+    """A backbone spec, or a folder written by train_embedded.py (``config.json`` and ``clip.safetensors``)."""
+    folder = Path(spec)
+    return load(f"open_clip:{folder / 'config.json'}:{folder / 'clip.safetensors'}" if folder.is_dir() else spec)
+
+
+def concept_texts(backbone: Backbone) -> torch.Tensor:
+    """(185, D) unit-norm features of "a photo of <concept>" for the pretraining concepts, in their order."""
+    return backbone.encode_text([f"a photo of {c.phrase(1)}" for c in pretrain_concepts()])
 
 
 @torch.no_grad()
@@ -40,11 +51,8 @@ def main() -> None:
     ap.add_argument("--gray", action="store_true", help="also the accuracy on the same scenes in grey")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    folder = Path(args.model)
-    backbone = load(f"open_clip:{folder / 'config.json'}:{folder / 'clip.safetensors'}" if folder.is_dir()
-                    else args.model)
-    concepts = pretrain_concepts()
-    text = backbone.encode_text([f"a photo of {c.phrase(1)}" for c in concepts])  # (185, D), unit norm
+    backbone = load_model(args.model)
+    concepts, text = pretrain_concepts(), concept_texts(backbone)
     acc, preds = {}, {}
     for name in BENCHMARK_STYLES:
         style, rng = get_style(name), np.random.default_rng([args.seed, 99])

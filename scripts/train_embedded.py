@@ -85,8 +85,7 @@ def augment(pixels01: torch.Tensor, gen: torch.Generator, strength: float = 1.0)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * jitter(0.3) + mean                                   # contrast
     x = x * jitter(0.25)                                                  # brightness
-    to_gray = (torch.rand(b, 1, 1, 1, generator=gen) < 0.1 * strength).float()
-    x = to_gray * (x * _LUMA).sum(1, keepdim=True).expand_as(x) + (1 - to_gray) * x
+    x = grayscale(x, gen, 0.1 * strength)
     blur = (torch.rand(b, 1, 1, 1, generator=gen) < 0.2 * strength).float()
     x = blur * F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False) + (1 - blur) * x
     return x.clamp(0, 1)
