@@ -13,7 +13,9 @@ FLIP-style (open_clip's ``PatchDropout`` drops a fraction P of each image's patc
 time on 2 cores. ``--render-worker`` renders the next batches in a worker process (the same stream, a few percent
 faster on 2 cores). Three options measured in pilots and not used by the shipped run: ``--randconv P`` (a random
 convolution per image, RandConv), ``--concept-loss W`` (each scene also against every bare concept name) and
-``--grayscale P`` (a share of the images turned grey). A style that cannot draw every concept (e.g.
+``--grayscale P`` (a share of the images turned grey); ``--vary S`` (each glyph drawn a little differently,
+``vary_glyph``) likewise; ``--palette P`` (a share of the glyphs recoloured at random, ``render_recoloured``) is
+measured only in ``scripts/style_proxy.py`` so far. A style that cannot draw every concept (e.g.
 ``folder:`` with an older emoji set) may be given: scenes showing a concept it lacks are drawn in the first style.
 
 An open_clip ``CLIP`` built from ``config.json`` (a small ViT for 64x64 scenes and a small text transformer
@@ -158,6 +160,84 @@ def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength:
     return canvas
 
 
+def vary_glyph(glyph: Image.Image, rng: np.random.Generator, strength: float) -> Image.Image:
+    """One glyph (RGBA PIL image) drawn a little differently -> RGBA image of about the same size.
+
+    At ``strength`` 1: mirrored half of the time, rotated up to 20 degrees, squashed up to 25%; its colours
+    turned (hue up to 0.08 of the wheel), desaturated or saturated (x0.6-1.3) and darkened or lightened
+    (x0.75-1.15), each drawn per glyph, so the background and the other objects keep theirs; with probability 0.2
+    a dark outline (as openmoji draws), 0.15 a slight blur, 0.15 fewer colour levels (posterised). A new drawing
+    of a concept shares its shape and the layout of its colours, not the exact colours and line work of the three
+    training drawings, which a model can otherwise memorise.
+    """
+    from PIL import ImageFilter, ImageOps
+
+    if strength <= 0:
+        return glyph
+    g = glyph
+    if rng.random() < 0.5:
+        g = g.transpose(Image.FLIP_LEFT_RIGHT)
+    if rng.random() < 0.8:
+        h, s, v = g.convert("RGB").convert("HSV").split()
+        shift = int(float(rng.uniform(-0.08, 0.08)) * strength * 256)
+        sat = 1 + float(rng.uniform(-0.4, 0.3)) * strength
+        val = 1 + float(rng.uniform(-0.25, 0.15)) * strength
+        h = h.point(lambda x: (x + shift) % 256)
+        s = s.point(lambda x: max(0, min(255, round(x * sat))))
+        v = v.point(lambda x: max(0, min(255, round(x * val))))
+        out = Image.merge("HSV", (h, s, v)).convert("RGB")
+        out.putalpha(g.getchannel("A"))
+        g = out
+    if rng.random() < 0.2 * strength:  # a dark outline one pixel wide behind the glyph
+        alpha = g.getchannel("A")
+        grown = alpha.filter(ImageFilter.MaxFilter(3))
+        tone = int(rng.integers(0, 60))
+        back = Image.new("RGBA", g.size, (tone, tone, tone, 0))
+        back.putalpha(grown)
+        g = Image.alpha_composite(back, g)
+    if rng.random() < 0.15 * strength:
+        g = g.filter(ImageFilter.GaussianBlur(0.6))
+    elif rng.random() < 0.15 * strength:
+        rgb = ImageOps.posterize(g.convert("RGB"), int(rng.integers(2, 4)))
+        rgb.putalpha(g.getchannel("A"))
+        g = rgb
+    angle = float(rng.uniform(-20, 20)) * strength
+    if abs(angle) > 1:
+        g = g.rotate(angle, resample=Image.BILINEAR, expand=True)
+    squash = 1 + float(rng.uniform(-0.25, 0.25)) * strength
+    return g.resize((max(1, round(g.width * squash)), max(1, round(g.height / squash))), Image.BILINEAR)
+
+
+def render_varied(scene: Scene, style, rng: np.random.Generator, strength: float) -> Image.Image:
+    """Draw ``scene`` in one ``style`` with each glyph passed through ``vary_glyph`` and fitted back into its
+    box: (size, size) RGB image."""
+    canvas = Image.fromarray(_background(scene))
+    for p in scene.placed:
+        g = vary_glyph(_GLYPHS.get(style, p.concept, p.size), rng, strength)
+        scale = min(1.0, p.size / max(g.width, g.height))
+        if scale < 1:
+            g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))), Image.BILINEAR)
+        canvas.paste(g, (p.x + (p.size - g.width) // 2, p.y + (p.size - g.height) // 2), g)
+    return canvas
+
+
+def render_recoloured(scene: Scene, style, rng: np.random.Generator, prob: float) -> Image.Image:
+    """Draw ``scene`` in one ``style``, each glyph with probability ``prob`` reduced to six colours and those replaced
+    by six random ones: (size, size) RGB image. The shape and the layout of the colour regions stay, the colours
+    go, so a recoloured glyph can only be told by its shape (``--palette``; ``scripts/style_proxy.py``)."""
+    canvas = Image.fromarray(_background(scene))
+    for p in scene.placed:
+        g = _GLYPHS.get(style, p.concept, p.size)
+        if rng.random() < prob:
+            q = g.convert("RGB").quantize(colors=6)
+            q.putpalette([int(v) for v in rng.integers(0, 256, 6 * 3)] + [0] * (768 - 18))
+            rgb = q.convert("RGB")
+            rgb.putalpha(g.getchannel("A"))
+            g = rgb
+        canvas.paste(g, (p.x + (p.size - g.width) // 2, p.y + (p.size - g.height) // 2), g)
+    return canvas
+
+
 def _hue_shift(rgba: Image.Image, shift: float) -> Image.Image:
     """``rgba`` with its hue turned by ``shift`` (fraction of the colour wheel); alpha kept."""
     h, s, v = rgba.convert("RGB").convert("HSV").split()
@@ -206,8 +286,13 @@ def render_batches(args: argparse.Namespace, styles: list[str]):
         if args.mix > 0 and step >= args.first_style_steps:
             rendered = [render_mixed(s, list(style_of.values()), rng, args.mix) for s, _ in pairs]
         else:
-            rendered = [render_scene(s, style_of[styles[k] if not _shows(s, lacks[styles[k]]) else styles[0]])
-                        for (s, _), k in zip(pairs, drawn)]
+            chosen = [style_of[styles[k] if not _shows(s, lacks[styles[k]]) else styles[0]] for (s, _), k in zip(pairs, drawn)]
+            if args.vary > 0:
+                rendered = [render_varied(s, st, rng, args.vary) for (s, _), st in zip(pairs, chosen)]
+            elif args.palette > 0:
+                rendered = [render_recoloured(s, st, rng, args.palette) for (s, _), st in zip(pairs, chosen)]
+            else:
+                rendered = [render_scene(s, st) for (s, _), st in zip(pairs, chosen)]
         yield (np.stack([np.asarray(im, dtype=np.uint8) for im in rendered]), [c.text for _, c in pairs],
                [[p.concept.name for p in s.placed] for s, _ in pairs])
 
@@ -259,6 +344,12 @@ def main() -> None:
     ap.add_argument("--mix", type=float, default=0.0,
                     help="glyph-level augmentation strength with one style per object (0 = one style per scene, "
                          "no glyph augmentation); see render_mixed")
+    ap.add_argument("--vary", type=float, default=0.0,
+                    help="per-glyph augmentation strength with one style per scene (colour, outline, blur, "
+                         "posterise, mirror, rotation, squash; see vary_glyph); 0 = off, draws nothing")
+    ap.add_argument("--palette", type=float, default=0.0,
+                    help="share of glyphs recoloured with six random colours (shape kept, colour gone; see "
+                         "render_recoloured); 0 = off, draws nothing")
     ap.add_argument("--first-style-steps", type=int, default=0,
                     help="curriculum: the first N steps draw every scene in the first of --styles only (a from-scratch "
                          "run leaves the loss plateau sooner on one style), then all styles")
