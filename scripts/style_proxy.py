@@ -7,10 +7,10 @@ Trains the image tower of the embedded CLIP's architecture (``--tower vit``, the
 width 128, 4 layers) or open_clip's ``ModifiedResNet`` (``--tower rn``: layers 1,1,1,1, width 32, 5.3 M
 parameters; the tower of open_clip's RN50 family, scaled down) with a linear head on its unit-norm 128-d output to
 classify single-object scenes of the 185 pretraining concepts (cross-entropy, logit scale 20, AdamW lr 1e-3, wd
-0.05, 50 warm-up steps, cosine, batch 128), each scene drawn in openmoji, noto or twemoji at random (``--styles`` to change them). Every 200 steps
-it prints the accuracy on 740 held-out scenes in openmoji, twemoji and fluent (never trained on). Classification
-converges in a fraction of the CLIP run's steps, so towers and augmentations can be compared to the point where
-the training styles are learned.
+0.05, 50 warm-up steps, cosine, batch 128), each scene drawn in openmoji, noto or twemoji at random (``--styles``
+to change them). Every 200 steps it prints the accuracy on 740 held-out scenes in openmoji, twemoji and fluent
+(never trained on). Classification converges in a fraction of the CLIP run's steps, so towers and augmentations
+can be compared to the point where the training styles are learned.
 
 Training-time options: ``--vary S`` draws every glyph through ``train_embedded.vary_glyph`` (colour, outline, blur,
 posterise, mirror, rotation, squash); ``--palette P`` recolours a share P of the glyphs with six random colours
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_embedded import CONFIG, render_recoloured, render_varied, to_pixels
@@ -70,6 +71,8 @@ def main() -> None:
     ap.add_argument("--palette", type=float, default=0.0)
     ap.add_argument("--mixstyle", action="store_true")
     args = ap.parse_args()
+    if args.vary > 0 and args.palette > 0:
+        ap.error("--vary and --palette each choose how glyphs are drawn: give at most one")
     if args.mixstyle and args.tower != "rn":
         ap.error("--mixstyle needs --tower rn (it mixes convolutional feature maps)")
 
@@ -87,31 +90,30 @@ def main() -> None:
     opt = torch.optim.AdamW(list(vis.parameters()) + list(head.parameters()), lr=1e-3, weight_decay=0.05)
     concepts = pretrain_concepts()
     style_names = [s.strip() for s in args.styles.split(",") if s.strip()]
-    styles = [get_style(s) for s in style_names]
-    lacks = {id(st): {c.name for c in concepts} - {c.name for c in drawable_concepts(name, concepts)}
-             for name, st in zip(style_names, styles)}
-
-    def pick(style_list: list, rng: np.random.Generator, concept) -> object:
-        st = style_list[rng.integers(len(style_list))]
-        return styles[0] if concept.name in lacks.get(id(st), ()) else st
+    all_names = {c.name for c in concepts}
+    lacks = {name: all_names - {c.name for c in drawable_concepts(name, concepts)} for name in style_names}
     mean = torch.tensor(CONFIG["preprocess_cfg"]["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(CONFIG["preprocess_cfg"]["std"]).view(1, 3, 1, 1)
 
-    def batch(n: int, style_list: list, rng: np.random.Generator, train: bool):
-        ys = rng.integers(0, len(concepts), n)
+    def draw(concept, names: list[str], rng: np.random.Generator, train: bool) -> Image.Image:
+        """One single-object scene of ``concept`` in one of ``names`` (the first style where the drawn one lacks
+        the concept), through the training-time change when ``train``."""
+        scene = make_scene(((concept, 1),), rng)
+        name = names[rng.integers(len(names))]
+        style = get_style(style_names[0] if concept.name in lacks.get(name, ()) else name)
         if train and args.palette > 0:
-            ims = [render_recoloured(make_scene(((concepts[y], 1),), rng), pick(style_list, rng, concepts[y]), rng,
-                                  args.palette) for y in ys]
-        elif train and args.vary > 0:
-            ims = [render_varied(make_scene(((concepts[y], 1),), rng), pick(style_list, rng, concepts[y]), rng,
-                                 args.vary) for y in ys]
-        else:
-            ims = [render_scene(make_scene(((concepts[y], 1),), rng), pick(style_list, rng, concepts[y])) for y in ys]
-        return to_pixels(ims, mean, std), torch.from_numpy(ys)
+            return render_recoloured(scene, style, rng, args.palette)
+        if train and args.vary > 0:
+            return render_varied(scene, style, rng, args.vary)
+        return render_scene(scene, style)
+
+    def batch(n: int, names: list[str], rng: np.random.Generator, train: bool):
+        ys = rng.integers(0, len(concepts), n)
+        return to_pixels([draw(concepts[y], names, rng, train) for y in ys], mean, std), torch.from_numpy(ys)
 
     rng = np.random.default_rng(0)
     test_rng = np.random.default_rng(123)
-    tests = {name: batch(740, [get_style(name)], test_rng, False) for name in ("openmoji", "twemoji", "fluent")}
+    tests = {name: batch(740, [name], test_rng, False) for name in ("openmoji", "twemoji", "fluent")}
 
     def evaluate() -> dict[str, float]:
         vis.eval()
@@ -125,7 +127,7 @@ def main() -> None:
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = 1e-3 * min(1, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        x, y = batch(128, styles, rng, True)
+        x, y = batch(128, style_names, rng, True)
         loss = F.cross_entropy(head(F.normalize(vis(x), dim=-1)) * 20, y)
         opt.zero_grad()
         loss.backward()

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 
 from sayno.backbones.checkpoint import read_checkpoint, save_open_clip_checkpoint
 from sayno.backbones.open_clip_backbone import OpenClipTextTower
@@ -141,8 +141,7 @@ def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength:
     Objects of one caption then come in several art styles in the same picture, so the image tower can only
     match the caption by what the styles share (shape, layout of colours), not by one style's line work.
     """
-    canvas = Image.fromarray(_background(scene))
-    for p in scene.placed:
+    def glyph(p) -> Image.Image:
         g = _GLYPHS.get(styles[int(rng.integers(len(styles)))], p.concept, p.size)  # resized once, cached
         if strength > 0:
             if rng.random() < 0.5:
@@ -156,6 +155,17 @@ def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength:
             scale = p.size / max(g.width * squash, g.height / squash)
             g = g.resize((max(1, round(g.width * squash * scale)), max(1, round(g.height / squash * scale))),
                          Image.BILINEAR)
+        return g
+
+    return _draw(scene, glyph)
+
+
+def _draw(scene: Scene, glyph) -> Image.Image:
+    """``scene``'s background with ``glyph(p)`` (an RGBA image, called once per placed object, in order) pasted
+    centred in each object's box: (size, size) RGB image."""
+    canvas = Image.fromarray(_background(scene))
+    for p in scene.placed:
+        g = glyph(p)
         canvas.paste(g, (p.x + (p.size - g.width) // 2, p.y + (p.size - g.height) // 2), g)
     return canvas
 
@@ -170,8 +180,6 @@ def vary_glyph(glyph: Image.Image, rng: np.random.Generator, strength: float) ->
     of a concept shares its shape and the layout of its colours, not the exact colours and line work of the three
     training drawings, which a model can otherwise memorise.
     """
-    from PIL import ImageFilter, ImageOps
-
     if strength <= 0:
         return glyph
     g = glyph
@@ -211,31 +219,31 @@ def vary_glyph(glyph: Image.Image, rng: np.random.Generator, strength: float) ->
 def render_varied(scene: Scene, style, rng: np.random.Generator, strength: float) -> Image.Image:
     """Draw ``scene`` in one ``style`` with each glyph passed through ``vary_glyph`` and fitted back into its
     box: (size, size) RGB image."""
-    canvas = Image.fromarray(_background(scene))
-    for p in scene.placed:
+    def glyph(p) -> Image.Image:
         g = vary_glyph(_GLYPHS.get(style, p.concept, p.size), rng, strength)
         scale = min(1.0, p.size / max(g.width, g.height))
         if scale < 1:
             g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))), Image.BILINEAR)
-        canvas.paste(g, (p.x + (p.size - g.width) // 2, p.y + (p.size - g.height) // 2), g)
-    return canvas
+        return g
+
+    return _draw(scene, glyph)
 
 
 def render_recoloured(scene: Scene, style, rng: np.random.Generator, prob: float) -> Image.Image:
     """Draw ``scene`` in one ``style``, each glyph with probability ``prob`` reduced to six colours and those replaced
     by six random ones: (size, size) RGB image. The shape and the layout of the colour regions stay, the colours
     go, so a recoloured glyph can only be told by its shape (``--palette``; ``scripts/style_proxy.py``)."""
-    canvas = Image.fromarray(_background(scene))
-    for p in scene.placed:
+    def glyph(p) -> Image.Image:
         g = _GLYPHS.get(style, p.concept, p.size)
-        if rng.random() < prob:
-            q = g.convert("RGB").quantize(colors=6)
-            q.putpalette([int(v) for v in rng.integers(0, 256, 6 * 3)] + [0] * (768 - 18))
-            rgb = q.convert("RGB")
-            rgb.putalpha(g.getchannel("A"))
-            g = rgb
-        canvas.paste(g, (p.x + (p.size - g.width) // 2, p.y + (p.size - g.height) // 2), g)
-    return canvas
+        if rng.random() >= prob:
+            return g
+        q = g.convert("RGB").quantize(colors=6)
+        q.putpalette([int(v) for v in rng.integers(0, 256, 6 * 3)] + [0] * (768 - 18))
+        rgb = q.convert("RGB")
+        rgb.putalpha(g.getchannel("A"))
+        return rgb
+
+    return _draw(scene, glyph)
 
 
 def _hue_shift(rgba: Image.Image, shift: float) -> Image.Image:
@@ -286,7 +294,8 @@ def render_batches(args: argparse.Namespace, styles: list[str]):
         if args.mix > 0 and step >= args.first_style_steps:
             rendered = [render_mixed(s, list(style_of.values()), rng, args.mix) for s, _ in pairs]
         else:
-            chosen = [style_of[styles[k] if not _shows(s, lacks[styles[k]]) else styles[0]] for (s, _), k in zip(pairs, drawn)]
+            chosen = [style_of[styles[k] if not _shows(s, lacks[styles[k]]) else styles[0]]
+                      for (s, _), k in zip(pairs, drawn)]
             if args.vary > 0:
                 rendered = [render_varied(s, st, rng, args.vary) for (s, _), st in zip(pairs, chosen)]
             elif args.palette > 0:
@@ -372,6 +381,8 @@ def main() -> None:
     ap.add_argument("--monitor", default="", help="comma-separated extra styles to monitor zero-shot on (not trained)")
     ap.add_argument("--init", type=Path, default=None, help="start from DIR/clip.safetensors instead of scratch")
     args = ap.parse_args()
+    if sum(v > 0 for v in (args.mix, args.vary, args.palette)) > 1:
+        ap.error("--mix, --vary and --palette each choose how glyphs are drawn: give at most one")
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
