@@ -9,6 +9,13 @@ phrases' prompt embeddings are text features too and are cached by the first, un
 the world's negated and affirmative retrieval queries (about half negated), repeated to N; images are the
 world's image features, repeated to M. Prints the median time of each over ``--repeat`` alternating runs and
 the ratio Glasses / plain, plus the one-off cost of embedding the phrases when the cache is cold.
+
+It also prints where Glasses' extra time goes (medians of ``--repeat`` calls of each part on its own):
+caption analysis (the negation analyser's per-text cache), the read limits (how much of each negated caption
+the text encoder read: memoised per caption, and what tokenizing them all costs when the memo is cold), the
+rest of the slots (phrase-prompt lookup, Lens and Frame on the negated captions' slots), and the score from
+the slots (query vectors and one matrix product) against plain CLIP's product; and the same ratio for the
+training-free Glasses (``--no-training-free`` skips it), calibrated on the first 2,000 image features.
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ import torch
 from sayno.backbones.registry import load
 from sayno.base.scoring import PlainClip, TextBatch
 from sayno.data import read_retrieval_csv
+from sayno.glasses.analysis import analyse_texts
 from sayno.glasses.data import encode_texts_np
 from sayno.glasses.model import Glasses, GlassesConfig, load_glasses
+from sayno.glasses.scoring import caption_only_scores
+from sayno.glasses.training_free import TrainingFreeGlasses
 
 
 def captions_of(world: Path, n: int) -> list[str]:
@@ -49,6 +59,8 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    ap.add_argument("--no-training-free", dest="training_free", action="store_false",
+                    help="skip the training-free Glasses' ratio")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,7 +82,8 @@ def main() -> None:
 
     t = time.perf_counter()
     g.phrases.clear()
-    g.score_matrix(text, images)  # cold: embeds the negated phrases' prompts once
+    g.reading.clear()
+    g.score_matrix(text, images)  # cold: embeds the negated phrases' prompts and tokenizes the captions once
     cold = time.perf_counter() - t
     plain.score_matrix(text, images)
 
@@ -89,12 +102,50 @@ def main() -> None:
     ref.phrases = g.phrases
     tr = [timed(ref.score_matrix) for _ in range(args.repeat)]
     mp, mg, mr = statistics.median(tp), statistics.median(tg), statistics.median(tr)
+
+    def med(fn) -> float:
+        ts = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    slots = g.slots(text)
+    negated_texts = [texts[i] for i in np.flatnonzero(slots.negated)]
+    m_analysis = med(lambda: analyse_texts(texts))
+    m_read = med(lambda: g.read_chars(negated_texts))
+    m_slots = med(lambda: g.slots(text))
+    m_score = med(lambda: caption_only_scores(text, images, slots, g.logit_scale, g.clamp))
+    m_plain = med(lambda: plain.score_matrix(text, images))
+    g.reading.clear()
+    t = time.perf_counter()
+    g.read_chars(negated_texts)
+    read_cold = time.perf_counter() - t
     print(f"backbone {backbone.spec} (D={backbone.embed_dim}); {args.n} captions ({negated} negated) x "
           f"{args.m} images; torch threads {torch.get_num_threads()}; median of {args.repeat}")
     print(f"plain CLIP score_matrix:             {1000 * mp:8.1f} ms")
     print(f"Glasses score_matrix ({g.config.score}):       {1000 * mg:8.1f} ms   ratio {mg / mp:.2f}x")
     print(f"Glasses, reference (clamped) score:  {1000 * mr:8.1f} ms   ratio {mr / mp:.2f}x")
     print(f"first Glasses call, phrase prompts not yet embedded: {1000 * cold:.1f} ms (one-off, cached after)")
+    print(f"Glasses parts ({len(slots.owner)} slots), each timed alone:")
+    print(f"  caption analysis (cached analyses):  {1000 * m_analysis:8.1f} ms")
+    print(f"  read limits (memoised per caption):  {1000 * m_read:8.1f} ms   "
+          f"(cold, tokenizing {len(negated_texts)} captions: {1000 * read_cold:.1f} ms)")
+    print(f"  rest of the slots (phrase lookup, affirmative remainders, Lens, Frame): "
+          f"{1000 * max(m_slots - m_analysis - m_read, 0.0):8.1f} ms   (slots in all: {1000 * m_slots:.1f} ms)")
+    print(f"  score from the slots (query vectors, one product): {1000 * m_score:8.1f} ms   "
+          f"(plain CLIP's product: {1000 * m_plain:.1f} ms)")
+    if args.training_free:
+        tf = TrainingFreeGlasses.from_backbone(backbone, images[:2000])
+        tf.score_matrix(text, images)  # embeds the bank, phrases and remainders once
+        tt, tq = [], []
+        for _ in range(args.repeat):
+            tq.append(timed(plain.score_matrix))
+            tt.append(timed(tf.score_matrix))
+        mq, mt = statistics.median(tq), statistics.median(tt)
+        print(f"training-free Glasses score_matrix:  {1000 * mt:8.1f} ms   ratio {mt / mq:.2f}x "
+              f"(plain CLIP beside it: {1000 * mq:.1f} ms)")
     print(f"RATIO {mg / mp:.3f}")
 
 

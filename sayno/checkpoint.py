@@ -9,7 +9,8 @@ A checkpoint is a safetensors file: tensors plus string metadata
   (``training``: data, seed, losses, ...).
 
 Writes are atomic (a temporary file beside the target, then a rename; nothing is left behind on failure) and
-give mode 0644. Reads give one-line :class:`CheckpointError` messages for a missing, truncated or foreign file;
+give mode 0644. Reads give one-line :class:`CheckpointError` messages for a missing, truncated or foreign file,
+a tensor of a dtype sayno does not read (float8, complex) and header JSON nested too deeply to parse;
 a checkpoint for another backbone raises :class:`sayno.errors.BackboneMismatch`. Files written by sayno 0.1 with
 the older key names (``format``, ``format_version``, ``backbone_fingerprint`` ...) are read as well.
 
@@ -34,6 +35,14 @@ PREFIX = "sayno."
 # keys of sayno 0.1 files (CLIPN wrote un-prefixed keys; Glasses and the fine-tuned tower used the prefix)
 _LEGACY = {"format": "format", "format_version": "version", "backbone_fingerprint": "backbone_fingerprint",
            "backbone_spec": "backbone_spec", "config": "config", "training": "training"}
+
+
+def _readable_dtypes() -> frozenset:
+    """The tensor dtypes a checkpoint may hold (float8 and complex ones are refused, not half-read)."""
+    import torch
+
+    return frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
+                      torch.int16, torch.int32, torch.int64, torch.bool})
 
 
 class CheckpointError(SaynoError, ValueError):
@@ -83,8 +92,8 @@ class Envelope:
         for key, value in flat.items():
             if key in ("format", "version", "backbone_fingerprint", "backbone_spec", "config"):
                 continue
-            sections[key] = _json_or_text(value)
-        config = _json_or_text(flat.get("config", "{}"))
+            sections[key] = _json_or_text(value, f"{where}: its {key}")
+        config = _json_or_text(flat.get("config", "{}"), f"{where}: its config")
         if not isinstance(config, dict):
             raise CheckpointError(f"{where}: its config is not a JSON object")
         return cls(format=flat["format"], version=str(flat.get("version", "")),
@@ -98,8 +107,15 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "index") -> Envelope:
+        if not isinstance(data, Mapping):
+            raise CheckpointError(f"{where}: its metadata is not a JSON object")
         if "format" not in data:
             raise CheckpointError(f"{where}: no format in its metadata")
+        if not isinstance(data.get("config") or {}, Mapping):
+            raise CheckpointError(f"{where}: its config is not a JSON object")
+        for key in ("backbone_fingerprint", "backbone_spec"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise CheckpointError(f"{where}: its {key} is not a string")
         known = {"format", "version", "backbone_fingerprint", "backbone_spec", "config"}
         return cls(format=str(data["format"]), version=str(data.get("version", "")),
                    backbone_fingerprint=data.get("backbone_fingerprint"), backbone_spec=data.get("backbone_spec"),
@@ -124,9 +140,12 @@ class Envelope:
                 f"not {spec!r} ({fingerprint})")
 
 
-def _json_or_text(value: str) -> Any:
+def _json_or_text(value: str, where: str) -> Any:
+    """A metadata value: its JSON when it is JSON, else the text; :class:`CheckpointError` when too deep."""
     try:
         return json.loads(value)
+    except RecursionError:
+        raise CheckpointError(f"{where}: JSON nested too deeply to read") from None
     except (TypeError, ValueError):
         return value
 
@@ -212,6 +231,9 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None,
     if format is not None:
         env.expect(format, versions or env.version, str(path))
     for name, t in tensors.items():
+        if t.dtype not in _readable_dtypes():
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {str(t.dtype).removeprefix('torch.')}; "
+                                  "sayno reads float16/bfloat16/float32/float64, integer and bool tensors")
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{path}: tensor {name!r} has NaN or infinite values")
     return tensors, env

@@ -133,9 +133,13 @@ def test_affirmative_captions_score_exactly_like_plain_clip(score):
     g = random_glasses(score)
     tb, im = text_batch(TEXTS), images()
     plain = PlainClip(g.logit_scale)
-    affirmative = [0, 4, 5, 6, 7]  # includes "no" (cue, nothing negated), empty and non-English text
+    affirmative = [0, 5, 6, 7]  # includes empty and non-English text
     G, P = g.score_matrix(tb, im), plain.score_matrix(tb, im)
     assert np.array_equal(G[affirmative], P[affirmative])
+    # "no" is a cue with no phrase: not plain CLIP but the fallback, the Lens on the whole caption (issue 24)
+    assert not np.allclose(G[4], P[4])
+    assert [e["path"] for e in g.explain(TEXTS[:5], tb.layers[:5], tb.h[:5])] == [
+        "none", "parse", "parse", "parse", "fallback"]
     pi = images(len(TEXTS), seed=5)
     assert np.array_equal(g.score_pairs(tb, pi)[affirmative], plain.score_pairs(tb, pi)[affirmative])
     assert np.array_equal(g.rerank(tb, im, 3)[affirmative], P[affirmative])
@@ -153,7 +157,7 @@ def test_score_matrix_uses_caption_only_lambda():
     assert torch.allclose(s.tau, torch.full_like(s.tau, 0.15))  # tau0 + a zero-initialised offset
     # one query vector per caption: S = s*(q . I + const)
     q = s.base.numpy().copy()  # the affirmative remainder's embedding for negated captions, h otherwise
-    assert np.array_equal(q[[0, 4, 5, 6, 7]], tb.h[[0, 4, 5, 6, 7]])
+    assert np.array_equal(q[[0, 5, 6, 7]], tb.h[[0, 5, 6, 7]])  # "no" (4) takes the fallback slot
     const = np.zeros(len(q), np.float32)
     for p, o in enumerate(s.owner.tolist()):
         q[o] -= float(s.lam[p]) * s.h_neg[p].numpy()
@@ -193,12 +197,13 @@ def test_score_pairs_conditions_on_the_image():
 def test_slots_one_per_negated_phrase_with_hedges():
     g = random_glasses()
     s = g.slots(text_batch(TEXTS))
-    assert s.owner.tolist() == [1, 2, 2, 3, 8, 8]
-    assert s.phrases == ["dog", "dog", "cat", "cow", "cow", "pig"]
-    assert s.hedged.tolist() == [0, 0, 0, 1, 0, 0]
+    # "no" (index 4) is a cue with no phrase: one caption-level fallback slot (phrase "", issue 24)
+    assert s.owner.tolist() == [1, 2, 2, 3, 4, 8, 8]
+    assert s.phrases == ["dog", "dog", "cat", "cow", "", "cow", "pig"]
+    assert s.hedged.tolist() == [0, 0, 0, 1, 0, 0, 0]
     assert ((s.lam > 0) & (s.lam < 1)).all()
     c = random_glasses(lens_input="caption").slots(text_batch(TEXTS))
-    assert c.owner.tolist() == [1, 2, 3, 8]  # one per negated caption; "no" negates nothing
+    assert c.owner.tolist() == [1, 2, 3, 4, 8]  # one per negated caption, "no" included (the fallback)
 
 
 def test_lens_is_batch_independent():
@@ -361,5 +366,6 @@ def test_explain_with_backbone(tiny):
     assert e1["negated"] and e1["phrases"] == ["dog"] and e1["hedged"] == [True] and len(e1["lambda"]) == 1
     assert e1["affirmative"] == "a cat"
     assert not e2["negated"] and e2["phrases"] == [] and e2["slots"] == 0
-    assert e3["negated"] and e3["phrases"] == [] and e3["slots"] == 0
+    assert e3["negated"] and e3["phrases"] == [] and e3["slots"] == 1 and e3["path"] == "fallback"
+    assert e1["path"] == "parse" and e2["path"] == "none"
     assert e4["phrases"] == ["dog", "cat"] and e4["slots"] == 2  # one h_neg per negated phrase

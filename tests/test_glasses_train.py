@@ -223,7 +223,9 @@ def test_early_stopping_waits_for_min_steps(synthetic, tmp_path):
 def test_partial_state_of_other_settings_is_ignored(synthetic, tmp_path):
     folder, clip = synthetic
     out = tmp_path / "g.safetensors"
-    torch.save({"key": "something else"}, str(out) + ".partial")
+    from sayno.base.training import ResumeFile
+
+    ResumeFile(str(out) + ".partial", "something else").save({"stage": 0})  # another run's state
     logs: list[str] = []
     train_glasses(clip, folder, out, config=small_config(clip), train=TrainConfig(epochs=(1, 1, 0, 0), min_steps=0),
                   log=logs.append)

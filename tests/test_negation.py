@@ -62,7 +62,8 @@ def phrases(text: str) -> list[str]:
     ("The kitchen does not have a kettle.", ["kettle"]),
     # scope of "not"
     ("a cat; you won't find a dog here", ["dog"]),
-    ("a teapot, not set on a tray", ["tray"]),
+    # (a predicate after a comma: issue 24 reads it as the teapot's relation, no longer as an absent tray)
+    ("a teapot, not set on a tray", ["teapot set on a tray"]),
     ("There isn't a single goat.", ["goat"]),
     # absent
     ("A boy flies a kite, but a dog is noticeably absent.", ["dog"]),
@@ -70,7 +71,7 @@ def phrases(text: str) -> list[str]:
     ("Absent a lamp, the room looks bare.", ["lamp"]),
     # nobody / no one
     ("No one is on the bench.", ["person"]),
-    ("Nobody sits at the desk.", ["person"]),
+    ("Nobody sits at the desk.", ["person sits at the desk"]),  # issue 24: a negated action of a person
     ("a kitchen with no one in it", ["person"]),
     # un- adjectives
     ("An unoccupied bench in a park.", ["person"]),

@@ -111,31 +111,42 @@ def test_an_upload_that_fails_leaves_the_live_version(world, embedded, tmp_path,
     live = current_version(tmp_path / "idx")
     _copy(world, 2, folder, start=6)
 
-    def down(self, name, vectors):
-        raise milvus.MilvusError(f"milvus at {uri}: insert failed (server went away)")
+    def down(self, how, *args):
+        raise milvus.MilvusError(f"milvus at {uri}: {how} failed (server went away)")
 
-    monkeypatch.setattr(milvus.MilvusStore, "upload", down)
-    with pytest.raises(SearchError, match="insert failed"):
+    monkeypatch.setattr(milvus.MilvusStore, "_send", down)  # the update upserts the 2 new rows
+    with pytest.raises(SearchError, match="upsert failed"):
         build_index(folder, tmp_path / "idx", IndexConfig(backend="milvus", uri=uri), backbone=embedded,
                     progress=False)
     assert current_version(tmp_path / "idx") == live and len(read_index(tmp_path / "idx")) == 6
     assert not [p for p in (tmp_path / "idx").iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_old_versions_collections_are_dropped(world, embedded, tmp_path):
+def test_updates_reuse_one_collection_and_unused_collections_are_dropped(world, embedded, tmp_path):
     folder = _copy(world, 6, tmp_path / "photos")
     uri = str(tmp_path / "p.db")
     cfg = IndexConfig(backend="milvus", uri=uri)
+
+    def ours() -> set[str]:
+        store = milvus.MilvusStore(uri)
+        try:
+            return {n for n in store.client.list_collections() if n.startswith(milvus.collection_prefix(tmp_path / "idx"))}
+        finally:
+            store.close()
+
     versions = []
-    for extra in range(3):
+    for extra in range(3):  # updates: the first version's collection, rows upserted
         _copy(world, 1, folder, start=6 + extra)
         versions.append(build_index(folder, tmp_path / "idx", cfg, backbone=embedded, progress=False).version)
-    store = milvus.MilvusStore(uri)
-    names = set(store.client.list_collections())
-    store.close()
-    ours = {n for n in names if n.startswith(milvus.collection_prefix(tmp_path / "idx"))}
-    assert milvus.collection_name(tmp_path / "idx", versions[-1]) in ours
-    assert milvus.collection_name(tmp_path / "idx", versions[0]) not in ours  # its folder was removed
+    first = milvus.collection_name(tmp_path / "idx", versions[0])
+    assert ours() == {first} == {read_index(tmp_path / "idx").envelope.sections["backend"]["collection"]}
+    rebuilt = build_index(folder, tmp_path / "idx", IndexConfig(backend="milvus", uri=uri, rebuild=True),
+                          backbone=embedded, progress=False).version
+    second = milvus.collection_name(tmp_path / "idx", rebuilt)
+    assert ours() == {first, second}  # the version before (still on disk) searches the first one
+    _copy(world, 1, folder, start=9)
+    build_index(folder, tmp_path / "idx", cfg, backbone=embedded, progress=False)
+    assert ours() == {second}  # no version on disk names the first collection any more
 
 
 def test_dimension_mismatch_and_missing_collection_are_refused(built, embedded):

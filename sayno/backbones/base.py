@@ -116,6 +116,17 @@ class Backbone(abc.ABC):
     def text_tower(self) -> TextTower:
         """The text tower as a :class:`TextTower` (shares weights with this backbone)."""
 
+    # ---- optional: local (patch) features, for ViT image towers ------------------------------------------
+    def image_token_count(self) -> int | None:
+        """1 + P, the rows of :meth:`encode_image_tokens` (the global feature and P patches), or None when
+        the image tower has no patch tokens (a ResNet, a timm tower)."""
+        return None
+
+    def _encode_pixels_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) pixels on device -> (N, 1 + P, D) unnormalised: row 0 the image feature (as
+        ``_encode_pixels``), rows 1.. every patch token through the same final layer norm and projection."""
+        raise BackboneError(f"{self.spec}: local (patch) features need a ViT image tower with patch tokens")
+
     # ---- shared behaviour ---------------------------------------------------------------------------
     def text_read_chars(self, texts: Sequence[str]) -> list[int]:
         """Per text, how many of its leading characters the text encoder reads: ``len(text)`` when its tokens
@@ -185,6 +196,23 @@ class Backbone(abc.ABC):
             if not images:
                 return torch.zeros((0, self.embed_dim), device=self.device)
         f = self._encode_pixels(self._pixels(images)).float()
+        return nn.functional.normalize(f, dim=-1) if normalize else f
+
+    @torch.no_grad()
+    def encode_image_tokens(self, images: torch.Tensor | Sequence[Image.Image], normalize: bool = True
+                            ) -> torch.Tensor:
+        """Images (as :meth:`encode_image`) -> (N, 1 + P, D) float32 in the joint space, from one forward pass:
+        row 0 is :meth:`encode_image`'s feature, rows 1..P the patch tokens projected like it (final layer norm,
+        then projection), each L2-normalised when ``normalize``. GL-MCM's local features. Raises
+        :class:`BackboneError` for an image tower without patch tokens (:meth:`image_token_count` is None)."""
+        count = self.image_token_count()
+        if count is None:
+            raise BackboneError(f"{self.spec}: local (patch) features need a ViT image tower with patch tokens")
+        if not torch.is_tensor(images):
+            images = [images] if isinstance(images, Image.Image) else list(images)
+            if not images:
+                return torch.zeros((0, count, self.embed_dim), device=self.device)
+        f = self._encode_pixels_tokens(self._pixels(images)).float()
         return nn.functional.normalize(f, dim=-1) if normalize else f
 
     @torch.no_grad()

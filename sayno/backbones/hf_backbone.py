@@ -176,6 +176,17 @@ class HFBackbone(Backbone):
         pooled = self.model.vision_model(pixel_values=pixels).pooler_output
         return self.model.visual_projection(pooled)
 
+    def image_token_count(self) -> int | None:
+        cfg = self.model.config.vision_config
+        return (int(cfg.image_size) // int(cfg.patch_size)) ** 2 + 1
+
+    def _encode_pixels_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Every token of the last vision layer through ``post_layernorm`` and ``visual_projection`` (row 0,
+        the class token, is ``pooler_output`` projected: the image feature)."""
+        vm = self.model.vision_model
+        hidden = vm(pixel_values=pixels).last_hidden_state  # (N, 1 + P, W), before the final norm
+        return self.model.visual_projection(vm.post_layernorm(hidden))
+
     def text_tower(self) -> TextTower:
         return self._tower
 

@@ -26,7 +26,7 @@ from typing import Any
 import open_clip
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, CustomTextCLIP
-from open_clip.transformer import TextTransformer, text_global_pool
+from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from PIL import Image
 from torch import nn
 
@@ -416,6 +416,29 @@ class OpenClipBackbone(Backbone):
 
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
+
+    def _vit(self) -> VisionTransformer | None:
+        """open_clip's own ViT image tower with a class or average pool (no attention pool), else None."""
+        v = getattr(self.model, "visual", None)
+        ok = isinstance(v, VisionTransformer) and v.attn_pool is None and v.pool_type in ("tok", "avg")
+        return v if ok else None
+
+    def image_token_count(self) -> int | None:
+        v = self._vit()
+        return None if v is None else int(v.grid_size[0] * v.grid_size[1]) + 1
+
+    def _encode_pixels_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """open_clip ``VisionTransformer.forward`` keeping the patch tokens: the pooled token as open_clip pools
+        it, the patches through ``ln_post`` (also when the tower norms after pooling) and ``proj``."""
+        v = self._vit()
+        if v is None:
+            return super()._encode_pixels_tokens(pixels)
+        x = v.transformer(v._embeds(pixels))
+        pooled, tokens = v._pool(x)
+        if v.final_ln_after_pool:  # _pool normed only the pooled token
+            tokens = v.ln_post(tokens)
+        out = torch.cat([pooled[:, None], tokens], 1)
+        return out @ v.proj if v.proj is not None else out
 
     def text_tower(self) -> TextTower:
         if self._tower is None:

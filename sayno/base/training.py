@@ -6,7 +6,10 @@ Used by ``sayno glasses train`` (per stage), ``sayno glasses finetune`` and ``sa
   a resume file only continues the run with the same key.
 - :class:`ResumeFile`: the whole training state in one file beside the output, written atomically
   (:func:`sayno.checkpoint.atomic_path`) with the torch and numpy RNG states, so a resumed run continues
-  exactly as if it had not stopped. :meth:`ResumeFile.load` refuses a file of another run with
+  exactly as if it had not stopped. The file is safetensors: the tensors, plus the rest of the state as JSON
+  in its header; it is never unpickled, so a planted file cannot run code. :meth:`ResumeFile.load` refuses a
+  file of another user, one anyone may write, one that is not such a file (a pickle of an older sayno
+  included) with :class:`~sayno.checkpoint.CheckpointError`, and a file of another run with
   :class:`OtherRunState` (the caller decides: ignore it, or tell the user to start again).
 - :class:`EarlyStopping`: keeps the best validation loss and a copy of the best weights; stops after
   ``patience`` evaluations without a new best, counted only once ``min_steps`` optimiser steps have run.
@@ -29,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import pickle
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,22 @@ def run_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def data_record(*groups: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    """How a checkpoint records its data files: ``{"data_root": <name of their common folder>, "data": [paths
+    relative to it], ...}`` (one list per group: ``data``, then ``val_data``), never a machine's absolute paths.
+
+    >>> data_record(["/home/me/runs/world/a.csv"], ["/home/me/runs/world/b.csv"])
+    {'data_root': 'world', 'data': ['a.csv'], 'val_data': ['b.csv']}
+    """
+    lists = [[Path(os.path.abspath(f)) for f in group] for group in groups]
+    every = [f for files in lists for f in files]
+    root = Path(os.path.commonpath([f.parent for f in every])) if every else Path()
+    record: dict[str, Any] = {"data_root": root.name}
+    for name, files in zip(("data", "val_data"), lists):
+        record[name] = [f.relative_to(root).as_posix() for f in files]
+    return record
+
+
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of ``module``'s state dict (the weights as they are now)."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -65,11 +84,81 @@ def restore_rng(state: Mapping[str, Any], rng: np.random.Generator | None = None
         rng.bit_generator.state = state["numpy_rng"]
 
 
+RESUME_FORMAT = "sayno-resume"
+RESUME_VERSION = "1"
+
+
+def pack_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """``obj`` as JSON-able data, its tensors moved into ``tensors`` (name -> tensor) and replaced by
+    ``{"$tensor": name}``. Tuples, dicts with keys that are not strings and numpy arrays are tagged so that
+    :func:`unpack_state` gives back the same types; anything else raises ``TypeError`` (a caller's bug)."""
+    if isinstance(obj, torch.Tensor):
+        name = str(len(tensors))
+        tensors[name] = obj.detach().cpu().contiguous().clone()
+        return {"$tensor": name}
+    if isinstance(obj, np.ndarray):
+        return {"$ndarray": pack_state(torch.from_numpy(np.ascontiguousarray(obj)), tensors)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, tuple):
+        return {"$tuple": [pack_state(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [pack_state(v, tensors) for v in obj]
+    if isinstance(obj, Mapping):
+        if all(isinstance(k, str) and not k.startswith("$") for k in obj):
+            return {k: pack_state(v, tensors) for k, v in obj.items()}
+        return {"$items": [[pack_state(k, tensors), pack_state(v, tensors)] for k, v in obj.items()]}
+    raise TypeError(f"a resume state holds tensors, arrays, numbers, strings, lists, tuples and dicts; "
+                    f"got {type(obj).__name__}")
+
+
+def unpack_state(data: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """The inverse of :func:`pack_state`; ``KeyError``/``TypeError``/``ValueError`` on a malformed tree."""
+    if isinstance(data, list):
+        return [unpack_state(v, tensors) for v in data]
+    if not isinstance(data, dict):
+        return data
+    if len(data) == 1:
+        (tag, value), = data.items()
+        if tag == "$tensor":
+            return tensors[value]
+        if tag == "$ndarray":
+            return unpack_state(value, tensors).numpy()
+        if tag == "$tuple":
+            return tuple(unpack_state(v, tensors) for v in value)
+        if tag == "$items":
+            return {_hashable(unpack_state(k, tensors)): unpack_state(v, tensors) for k, v in value}
+    return {k: unpack_state(v, tensors) for k, v in data.items()}
+
+
+def _hashable(key: Any) -> Any:
+    if isinstance(key, (list, dict, torch.Tensor)):
+        raise TypeError(f"a dict key cannot be a {type(key).__name__}")
+    return key
+
+
+def check_owner(path: Path) -> None:
+    """:class:`~sayno.checkpoint.CheckpointError` unless ``path`` belongs to this user and only they may
+    write it (POSIX; elsewhere nothing is checked): a state file is read only when this user wrote it."""
+    st = path.stat()
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    if uid is not None and st.st_uid != uid:
+        raise CheckpointError(f"{path}: a resume state owned by another user (uid {st.st_uid}); sayno resumes "
+                              "only from its own files: delete it to start again")
+    if hasattr(os, "geteuid") and st.st_mode & 0o022:
+        raise CheckpointError(f"{path}: a resume state that other users may write (mode {st.st_mode & 0o777:o}); "
+                              "sayno resumes only from its own files: delete it to start again")
+
+
 class ResumeFile:
     """The resume state of one training run at ``path``, tied to the run's ``key``.
 
-    The state is a dict of anything ``torch.save`` stores (module and optimiser state dicts, counters, history).
-    :meth:`save` adds the key and the RNG states and writes atomically; :meth:`load` returns what was saved.
+    The state is a dict of tensors, numpy arrays, numbers, strings, lists, tuples and dicts (module and
+    optimiser state dicts, counters, history). :meth:`save` adds the key and the RNG states and writes one
+    safetensors file atomically: the tensors, and the rest as JSON in the header (:func:`pack_state`).
+    :meth:`load` returns what was saved; it never unpickles anything.
     """
 
     def __init__(self, path: str | Path, key: str):
@@ -81,22 +170,44 @@ class ResumeFile:
 
     def save(self, state: Mapping[str, Any], rng: np.random.Generator | None = None) -> None:
         """Write ``state`` with this run's key, the torch RNG state and ``rng``'s state (atomic)."""
+        from safetensors.torch import save_file
+
         full = {**state, "key": self.key, "torch_rng": torch.get_rng_state(),
                 "numpy_rng": rng.bit_generator.state if rng is not None else None}
-        with atomic_path(self.path) as tmp:
-            torch.save(full, tmp)
+        tensors: dict[str, torch.Tensor] = {}
+        tree = json.dumps(pack_state(full, tensors))
+        meta = {"sayno.format": RESUME_FORMAT, "sayno.version": RESUME_VERSION, "sayno.key": self.key,
+                "sayno.state": tree}
+        with atomic_path(self.path, mode=0o600) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None when there is no file. Raises :class:`OtherRunState` when the file belongs
-        to another run and :class:`~sayno.checkpoint.CheckpointError` when it cannot be read. Does not restore
-        the RNGs: call :func:`restore_rng` where the loop is ready to continue."""
+        to another run and :class:`~sayno.checkpoint.CheckpointError` when it is not this user's or cannot be
+        read. Does not restore the RNGs: call :func:`restore_rng` where the loop is ready to continue."""
+        from safetensors import SafetensorError, safe_open
+
         if not self.exists():
             return None
+        check_owner(self.path)
+        unreadable = f"{self.path}: not a resume state of this sayno"
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)  # our own file
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-            raise CheckpointError(f"{self.path}: unreadable resume state ({type(e).__name__}); delete it "
-                                  "to start again") from e
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                if meta.get("sayno.format") != RESUME_FORMAT or meta.get("sayno.version") != RESUME_VERSION:
+                    raise CheckpointError(f"{unreadable} (format {meta.get('sayno.format')!r}, version "
+                                          f"{meta.get('sayno.version')!r}); delete it to start again")
+                if meta.get("sayno.key") != self.key:
+                    raise OtherRunState(f"{self.path}: the resume state of a run with other settings")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{unreadable} (not a safetensors file: {type(e).__name__}); an older sayno "
+                                  "wrote pickles: delete it to start again") from e
+        try:
+            state = unpack_state(json.loads(meta.get("sayno.state", "")), tensors)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            raise CheckpointError(f"{unreadable} (a damaged state: {type(e).__name__}); delete it to start "
+                                  "again") from e
         if not isinstance(state, dict) or state.get("key") != self.key:
             raise OtherRunState(f"{self.path}: the resume state of a run with other settings")
         return state

@@ -52,6 +52,8 @@ def train(
     prompts: int = typer.Option(16, min=1, help="Number of learnable 'no' prompts."),
     bias: bool = typer.Option(True, help="Learn a logit bias b in p_yes = sigmoid(s (f.g - f.gno) + b) "
                               "(--no-bias: the reference CLIPN; see docs/CLIPN.md)."),
+    prompt_draw: str = typer.Option("batch", help="batch: one 'no' prompt per step | caption: the reference's "
+                                    "draw, one of the prompts or their mean per caption."),
     seed: int = typer.Option(0),
     max_pairs: int | None = typer.Option(None, help="Use only the first N pairs (quick runs)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ... (under torchrun: cuda = cuda:LOCAL_RANK)"),
@@ -63,7 +65,8 @@ def train(
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     cfg = _guard(TrainConfig, variant=variant, n_prompts=prompts, epochs=epochs, batch_size=batch_size, lr=lr,
-                 weight_decay=weight_decay, seed=seed, max_pairs=max_pairs, learn_bias=bias)
+                 weight_decay=weight_decay, seed=seed, max_pairs=max_pairs, learn_bias=bias,
+                 prompt_draw=prompt_draw)
     bb = _load_backbone(model, device)
     summary = _guard(train_clipn, bb, data, out, cfg, cache=_cache(cache), progress=not as_json,
                      overwrite=overwrite, console=err)

@@ -10,7 +10,8 @@ are shared too.
 
 Variants:
 - ``learnable`` (the paper's): ``n_prompts`` prompts, each (T, W), zero-initialised, *added* to the token +
-  position embeddings. Training samples one prompt per step; inference uses their mean.
+  position embeddings. Training samples one prompt per step (``prompt_draw="batch"``) or, as the reference
+  does, one per caption among the prompts and their mean (``"caption"``); inference uses their mean.
 - ``handcrafted``: no prompts; the encoder reads negated text instead (``"a photo of no {}"`` for classes,
   ``"not {}"`` for training captions; see ``sayno/templates/clipn_templates.json``).
 
@@ -70,7 +71,8 @@ class NoTextEncoder(nn.Module):
 
     forward(tokens (N, T), prompt) -> (N, D) unnormalised features; ``encode`` normalises.
     ``prompt``: ``"mean"`` (inference), an int (one prompt for the whole batch), an (N,) long tensor (one
-    prompt per caption) or None (no prompt). The handcrafted variant has no prompts and ignores ``prompt``.
+    prompt per caption; index ``n_prompts`` stands for the prompts' mean, the reference's 17th choice) or
+    None (no prompt). The handcrafted variant has no prompts and ignores ``prompt``.
     """
 
     def __init__(self, tower: TextTower, trainable: set[str], n_prompts: int, variant: Variant,
@@ -122,7 +124,13 @@ class NoTextEncoder(nn.Module):
         idx = torch.as_tensor(prompt, device=self.prompts.device).long()
         if idx.shape != (n,):
             raise ClipnError(f"per-caption prompt indices must have shape ({n},), got {tuple(idx.shape)}")
-        return self.prompts[idx]
+        k = self.prompts.shape[0]
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) > k):
+            raise ClipnError(f"per-caption prompt indices must be in [0, {k}] ({k} = the prompts' mean)")
+        if idx.numel() == 0 or int(idx.max()) < k:
+            return self.prompts[idx]
+        table = torch.cat([self.prompts, self.prompts.mean(0, keepdim=True)])  # (k + 1, T, W)
+        return table[idx]
 
     def forward(self, tokens: Tensor, prompt: str | int | Tensor | None = "mean") -> Tensor:
         return self.tower(tokens, extra=self._extra(prompt, tokens.shape[0])).float()

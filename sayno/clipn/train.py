@@ -32,18 +32,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import TextColumn
 
 from sayno.backbones.base import Backbone, TruncationWarning
-from sayno.base.training import OtherRunState, ResumeFile, run_key
+from sayno.base.training import OtherRunState, ResumeFile, data_record, run_key
 from sayno.clipn.checkpoint import save_clipn
 from sayno.clipn.infer import clipn_templates
 from sayno.clipn.losses import caption_ids, gathered_clipn_loss
 from sayno.clipn.model import VARIANTS, ClipnError, NoTextEncoder
+from sayno.cliutil import progress_bar
 from sayno.config import from_mapping
 from sayno.data import BadRow, DataError, read_captions_csv
 from sayno.errors import InputError
 from sayno.features import FeatureCache, encode_images, encode_texts
+
+PROMPT_DRAWS: tuple[str, ...] = ("batch", "caption")
 
 
 @dataclass
@@ -59,6 +62,9 @@ class TrainConfig:
     warmup: float = 0.05  # share of the steps with a linear warm-up
     seed: int = 0
     mean_prompt_prob: float = 0.0  # share of steps that use the prompts' mean instead of one sampled prompt
+    # "batch": one prompt per step (mean_prompt_prob of the steps use their mean); "caption": the reference's
+    # draw, one of the n_prompts prompts or their mean (n_prompts + 1 choices, uniform) for every caption
+    prompt_draw: str = "batch"
     mask_same_text: bool = True  # pairs with identical captions are not negatives
     train_token_embedding: bool = False
     learn_bias: bool = True  # a learned logit bias b in p_yes = sigmoid(s (f.g - f.gno) + b) (not in the reference)
@@ -79,6 +85,8 @@ class TrainConfig:
                 raise InputError(f"{name} must be {expected}, got {getattr(self, name)!r}")
         if self.variant not in VARIANTS:
             raise InputError(f"unknown CLIPN variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
+        if self.prompt_draw not in PROMPT_DRAWS:
+            raise InputError(f"unknown prompt draw {self.prompt_draw!r}: use one of {', '.join(PROMPT_DRAWS)}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -149,13 +157,27 @@ def batch_indices(n: int, batch: int, step: int, steps_per_epoch: int, seed: int
     return perm[k * batch:(k + 1) * batch]
 
 
-def step_prompt(step: int, config: TrainConfig, n_prompts: int) -> str | int | None:
+def step_prompt(step: int, config: TrainConfig, n_prompts: int, batch: int = 0) -> str | int | torch.Tensor | None:
+    """The "no" prompt(s) of ``step``, a function of (seed, step) only. ``prompt_draw="batch"``: one index (or
+    ``"mean"``) for the whole step; ``"caption"``: a (batch,) long tensor, each entry uniform in
+    ``[0, n_prompts]`` (``n_prompts`` = the prompts' mean), drawn for the *global* batch so that every process
+    takes its slice of the same draw."""
     if n_prompts == 0:
         return None
     rng = np.random.default_rng([config.seed, 1_000_003, step])
+    if config.prompt_draw == "caption":
+        return torch.from_numpy(rng.integers(n_prompts + 1, size=batch)).long()
     if rng.random() < config.mean_prompt_prob:
         return "mean"
     return int(rng.integers(n_prompts))
+
+
+def local_prompt(prompt: str | int | torch.Tensor | None, rank: int, local: int,
+                 device: torch.device) -> str | int | torch.Tensor | None:
+    """This process's part of a step's prompt draw (a per-caption draw is sliced like the batch)."""
+    if isinstance(prompt, torch.Tensor):
+        return prompt[rank * local:(rank + 1) * local].to(device)
+    return prompt
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -211,8 +233,9 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
     """Train, save the checkpoint to ``out`` and return a summary dict.
 
     An interrupted run leaves ``<out>.state.pt`` (every ``save_every`` steps, a
-    :class:`sayno.base.training.ResumeFile`); calling again with the same config, backbone and data resumes
-    from it. An existing ``out`` without a state file is refused unless
+    :class:`sayno.base.training.ResumeFile`: safetensors + JSON, never unpickled; one of another user or
+    another format is refused with a one-line :class:`~sayno.checkpoint.CheckpointError`); calling again with
+    the same config, backbone and data resumes from it. An existing ``out`` without a state file is refused unless
     ``overwrite``. ``stop_after``: stop (keeping the state file) after that many steps in total, to test
     resuming. Returns ``{"steps", "epochs", "final_loss", "seconds", "history", "resumed_from", ...}``.
     """
@@ -279,10 +302,9 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
 
     bar = None
     if show:
-        bar = Progress(TextColumn("CLIPN {task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
+        bar = progress_bar(console, TextColumn("loss {task.fields[loss]}"))  # readable in logs too
         bar.start()
-        task = bar.add_task(f"epochs {config.epochs}", total=total, completed=start, loss="-")
+        task = bar.add_task(f"CLIPN epochs {config.epochs}", total=total, completed=start, loss="-")
     model.train()
     end = total if stop_after is None else min(total, stop_after)
     try:
@@ -292,7 +314,8 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
             lr = lr_at(step, total, config)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            gno = F.normalize(model(tokens_all[mine], step_prompt(step, config, encoder.n_prompts)), dim=-1)
+            prompt = local_prompt(step_prompt(step, config, encoder.n_prompts, batch), rank, local, device)
+            gno = F.normalize(model(tokens_all[mine], prompt), dim=-1)
             losses = gathered_clipn_loss(f_all[mine], g_all[mine], gno, s,
                                          text_ids=ids_all[mine] if config.mask_same_text else None,
                                          bias=encoder.bias if encoder.bias is not None else 0.0)
@@ -316,8 +339,8 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
     seconds = time.time() - t0
     summary = {"steps": end, "total_steps": total, "epochs": config.epochs, "pairs": n, "batch_size": batch,
                "processes": world, "final": last, "seconds": round(seconds, 1), "history": history,
-               "resumed_from": resumed_from, "bad_rows": len(td.bad_rows), "data": str(data if not isinstance(
-                   data, TrainData) else "<features>"), "data_signature": td.signature}
+               "resumed_from": resumed_from, "bad_rows": len(td.bad_rows), "data_signature": td.signature,
+               **({"data": "<features>"} if isinstance(data, TrainData) else data_record([data]))}  # relative
     if end < total:  # stopped early on purpose: keep the state for resuming
         save_state(end)
         return summary

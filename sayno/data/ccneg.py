@@ -6,8 +6,10 @@ Two layouts are read:
   ``annotations[i]["json"]["caption"]`` the true caption, ``annotations[i]["sop_data"]["negative-prompt"]``
   the negated one (commas removed, as the reference evaluation does) and, when present,
   ``["sop_data"]["sop_chosen_object"]`` the negated object. The last 40,000 entries are the test split.
-  This is the only place sayno calls ``torch.load(weights_only=False)``: a pickle can run code, so read
-  only files you trust.
+  This is the only place sayno calls ``torch.load(weights_only=False)`` (checked by
+  ``tests/test_probe2_files.py``; resume states are safetensors + JSON, backbone weights load with
+  ``weights_only=True``), and it runs only on the file the user names as their CC-Neg dataset: the reference
+  release is a torch pickle, and a pickle can run code, so read only files you trust.
 * a CSV with ``image_path, caption, negative_caption`` [+ ``negated_object``]; one file is one split.
 
 Image paths: relative ones resolve under ``root``; absolute ones that do not exist (the reference pickle's
@@ -81,7 +83,7 @@ def _read_pickle(path: Path, base: Path, split: str) -> CcNegDataset:
     if not path.is_file():
         raise DataError(f"{path}: no such CC-Neg file")
     try:
-        # a trusted dataset pickle (see the module docstring): the one weights_only=False in sayno
+        # the user's own dataset file (see the module docstring): the one weights_only=False in sayno
         data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise DataError(f"{path}: cannot load the CC-Neg pickle "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from sayno.cliutil import output_console
 from sayno.errors import SaynoError
 
 
@@ -43,7 +44,7 @@ def report_bad_rows(bad_rows: Sequence[BadRow], console: Console | None = None, 
     """Print bad rows (at most ``limit`` of them, then a count per reason) with rich; nothing if empty."""
     if not bad_rows:
         return
-    console = console or Console(stderr=True)
+    console = console or output_console(stderr=True)  # full width in logs: never cut mid-border
     table = Table(title=f"{len(bad_rows)} bad row(s) skipped", title_justify="left", show_lines=False)
     table.add_column("file", overflow="fold")
     table.add_column("row", justify="right")

@@ -38,6 +38,7 @@ from sayno.errors import InputError
 from sayno.eval import benchmarks as B
 from sayno.features import FeatureCache
 from sayno.glasses import TrainingFreeGlasses, load_glasses
+from sayno.glasses.peers import peers
 from sayno.glasses.training_free import CalibrationWarning, is_training_free
 from sayno.ood.bench import print_ood_table, world_ood_benchmark
 from sayno.world import StyleError, WorldConfig, build_world
@@ -90,10 +91,14 @@ def style_config(style: str) -> WorldConfig:
     return WorldConfig(style=style, **({} if style == TRAIN_STYLE else OTHER_STYLE))
 
 
-def methods_for(backbone: Backbone, glasses: Path | str | None, training_free_row: bool = False) -> list[B.Method]:
+def methods_for(backbone: Backbone, glasses: Path | str | None, training_free_row: bool = False,
+                peer_rows: bool = False) -> list[B.Method]:
     """Plain CLIP, plus CLIPGlasses when a checkpoint is given (``"training-free"``: the training-free Glasses),
-    plus the training-free row when ``training_free_row`` (calibrated per dataset on its images, by ``_run``)."""
+    plus the training-free row when ``training_free_row`` (calibrated per dataset on its images, by ``_run``),
+    plus, right after CLIP, the training-free peers (:mod:`sayno.glasses.peers`) when ``peer_rows``."""
     methods = [B.plain(backbone)]
+    if peer_rows:
+        methods += [B.Method(p.name, backbone, p) for p in peers(backbone)]
     if is_training_free(glasses):
         training_free_row = True
     elif glasses is not None:
@@ -268,7 +273,7 @@ def benchmark(*, world: Path | None = None, model: str = "embedded", device: str
     :class:`StyleError` when none is left."""
     chosen = select_styles(styles)
     backbone = load(model, device=device)
-    methods = methods_for(backbone, shipped_weights("glasses", model), training_free_row=True)
+    methods = methods_for(backbone, shipped_weights("glasses", model), training_free_row=True, peer_rows=True)
     cache = FeatureCache.default()
     results: list[dict] = []
     folders, skipped = _style_worlds(world, chosen, console)

@@ -1,7 +1,7 @@
 """A persistent key -> feature-vector store, one namespace per (model fingerprint, kind).
 
 Layout: ``root/<fingerprint>/<kind>/<shard>.npz``; each shard holds ``keys`` (K,) 40-character sha1 hex
-strings and ``values`` (K, ...) float32. Shards are append-only and written atomically (temp file in the
+strings and ``values`` (K, ...) float32 (float16 when put as float16: the patch tokens of GL-MCM). Shards are append-only and written atomically (temp file in the
 same folder, then ``os.replace``), so a crash never leaves a broken shard; several processes may write to
 one cache (each writes its own shards). A namespace is read lazily, once per process per
 :class:`FeatureCache` instance; later puts go to memory and to a new shard.
@@ -48,6 +48,11 @@ def default_cache_root() -> Path:
     """``$SAYNO_CACHE`` if set, else ``~/.cache/sayno/features``."""
     env = os.environ.get("SAYNO_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sayno" / "features"
+
+
+def _stored(values: np.ndarray) -> np.ndarray:
+    """float16 stays float16; anything else becomes float32."""
+    return values if values.dtype == np.float16 else values.astype(np.float32, copy=False)
 
 
 class _Namespace:
@@ -123,12 +128,13 @@ class FeatureCache:
                 warnings.warn(f"feature cache: ignoring unreadable shard {shard} ({e})", RuntimeWarning,
                               stacklevel=3)
                 continue
-            ns.add(keys.tolist(), values.astype(np.float32, copy=False))
+            ns.add(keys.tolist(), _stored(values))
         return ns
 
     # ---------------------------------------------------------------------------------------- get/put
     def get(self, fingerprint: str, kind: str, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Look keys up -> (found (K,) bool, values (K, ...) float32 with NaN rows where not found).
+        """Look keys up -> (found (K,) bool, values (K, ...) float32 (float16 for a float16 namespace) with NaN
+        rows where not found).
 
         ``values`` is None when this namespace holds nothing yet (its vector shape is unknown).
         """
@@ -136,7 +142,7 @@ class FeatureCache:
         found = np.zeros(len(keys), dtype=bool)
         if ns.shape is None:
             return found, None
-        out = np.full((len(keys), *ns.shape), np.nan, dtype=np.float32)
+        out = np.full((len(keys), *ns.shape), np.nan, dtype=ns.blocks[0].dtype)
         for j, k in enumerate(keys):
             hit = ns.index.get(k)
             if hit is not None:
@@ -145,11 +151,12 @@ class FeatureCache:
         return found, out
 
     def put(self, fingerprint: str, kind: str, keys: Sequence[str], values: np.ndarray) -> None:
-        """Store (K,) keys with (K, ...) values (kept as float32) in memory and in one new shard.
+        """Store (K,) keys with (K, ...) values (kept as float32, or float16 when given float16: half the disk
+        and memory for large per-image arrays) in memory and in one new shard.
 
         Keys already present are skipped; values must match the namespace's vector shape.
         """
-        values = np.asarray(values, dtype=np.float32)
+        values = _stored(np.asarray(values))
         keys = [str(k) for k in keys]
         if values.ndim < 1 or values.shape[0] != len(keys):
             raise ValueError(f"{len(keys)} keys but values of shape {values.shape}")

@@ -15,25 +15,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from sayno.backbones.base import Backbone, to_numpy
+from sayno.cliutil import progress_bar
 from sayno.data.errors import BadRow, DataError
 from sayno.data.images import load_image
+from sayno.errors import SaynoError
 from sayno.features.cache import FeatureCache, sha1_file, sha1_text
 
 FLUSH_ROWS = 8192  # cache writes are batched into shards of about this many rows
 
 
+class CacheWriteError(SaynoError):
+    """The feature cache could not be written (a full disk, a read-only folder); one line naming the folder."""
+
+
 @dataclass
 class ImageFeatures:
     """features: (N, D) float32, NaN rows where ``ok_mask`` is False; ok_mask: (N,) bool; bad: one entry
-    per unreadable file (the caller decides whether to drop the rows or fail)."""
+    per unreadable file (the caller decides whether to drop the rows or fail). tokens: with
+    ``encode_images(..., tokens=True)``, (N, 1 + P, D) float16 normalised image + patch features
+    (:meth:`~sayno.backbones.base.Backbone.encode_image_tokens`), else None."""
 
     features: np.ndarray
     ok_mask: np.ndarray
     bad: list[BadRow] = field(default_factory=list)
+    tokens: np.ndarray | None = None
+
+
+TOKEN_KIND = "image_tokens"  # the cache kind of the (1 + P, D) float16 token arrays
 
 
 def cache_namespace(backbone: Backbone) -> str:
@@ -48,8 +59,7 @@ def cache_namespace(backbone: Backbone) -> str:
 def _progress(enabled: bool) -> Progress | nullcontext:
     if not enabled:
         return nullcontext()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+    return progress_bar()  # readable in logs too (sayno.cliutil.LogProgress)
 
 
 class _Writer:
@@ -69,9 +79,15 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
-        if self.cache is not None and self.keys:
-            self.cache.put(self.namespace, self.kind, self.keys, np.concatenate(self.values))
+        keys, values = self.keys, self.values
         self.keys, self.values = [], []
+        if self.cache is not None and keys:
+            try:
+                self.cache.put(self.namespace, self.kind, keys, np.concatenate(values))
+            except OSError as e:  # ENOSPC, EROFS, EACCES ...: what the write stages say, in one line
+                raise CacheWriteError(f"{self.cache.folder(self.namespace, self.kind)}: cannot write the feature "
+                                      f"cache ({e.strerror or type(e).__name__}); free some space or use another "
+                                      "cache folder (SAYNO_CACHE)") from e
 
 
 class _Decode(torch.utils.data.Dataset):
@@ -101,21 +117,32 @@ def _as_list(batch: list) -> list:
 
 def encode_images(backbone: Backbone, paths: Sequence[str | os.PathLike], *,
                   cache: FeatureCache | None = None, batch_size: int = 64, num_workers: int = 0,
-                  progress: bool = True) -> ImageFeatures:
+                  progress: bool = True, tokens: bool = False) -> ImageFeatures:
     """Image files -> :class:`ImageFeatures` with (N, D) normalised float32 features.
 
     Files are hashed, looked up in ``cache``, and only the missing contents are decoded (a torch
     DataLoader with ``num_workers`` processes when > 0) and encoded, each distinct content once. Missing
     or corrupt files become ``bad`` entries, NaN rows and ``ok_mask`` False. A rich progress bar is shown
     when ``progress`` and there is more than one batch of work.
+
+    tokens: also the (N, 1 + P, D) image + patch features of a ViT tower (``ImageFeatures.tokens``, float16),
+    computed in the same forward pass as the image features and cached beside them (kind ``image_tokens``);
+    an image whose features are cached but not its tokens is encoded again. Raises
+    :class:`~sayno.backbones.base.BackboneError` for a tower without patch tokens.
     """
     paths = [Path(p) for p in paths]
     n, dim = len(paths), int(backbone.embed_dim)
     feats = np.full((n, dim), np.nan, dtype=np.float32)
     ok = np.zeros(n, dtype=bool)
     bad: list[BadRow] = []
+    count = None
+    if tokens:
+        count = backbone.image_token_count()
+        if count is None:
+            backbone.encode_image_tokens([])  # raises the one-line reason
+    toks = np.full((n, count, dim), np.nan, dtype=np.float16) if count is not None else None
     if n == 0:
-        return ImageFeatures(feats, ok, bad)
+        return ImageFeatures(feats, ok, bad, toks)
     ns = cache_namespace(backbone)
     show = progress and n > batch_size
     with _progress(show) as bar:
@@ -134,12 +161,21 @@ def encode_images(backbone: Backbone, paths: Sequence[str | os.PathLike], *,
         if show:
             bar.update(task, completed=n)
         readable = [i for i in range(n) if keys[i] is not None]
-        # 2. cache hits
+        # 2. cache hits (with tokens: only where both the features and the tokens are cached)
         done: dict[str, np.ndarray] = {}
+        done_tok: dict[str, np.ndarray] = {}
+        kept: dict[str, np.ndarray] = {}
         if cache is not None and readable:
             found, values = cache.get(ns, "image", [keys[i] for i in readable])  # type: ignore[misc]
+            if toks is not None:
+                found_t, values_t = cache.get(ns, TOKEN_KIND, [keys[i] for i in readable])  # type: ignore[misc]
+                # features cached without tokens: encoded again for the tokens, the cached features kept
+                kept = {keys[readable[j]]: values[j] for j in np.flatnonzero(found & ~found_t)}  # type: ignore[index]
+                found = found & found_t
             for j in np.flatnonzero(found):
                 done[keys[readable[j]]] = values[j]  # type: ignore[index]
+                if toks is not None:
+                    done_tok[keys[readable[j]]] = values_t[j]  # type: ignore[index]
         # 3. decode + encode each missing content once
         todo: dict[str, Path] = {}
         for i in readable:
@@ -149,21 +185,26 @@ def encode_images(backbone: Backbone, paths: Sequence[str | os.PathLike], *,
         failed: dict[str, str] = {}
         if todo:
             _encode_missing(backbone, todo, done, failed, cache, ns, batch_size, num_workers,
-                            bar if progress and len(todo) > batch_size else None)
+                            bar if progress and len(todo) > batch_size else None,
+                            done_tok if toks is not None else None)
+        if toks is not None:
+            done.update({k: v for k, v in kept.items() if k in done})
         for i in readable:
             k = keys[i]
             if k in done:
                 feats[i] = done[k]  # type: ignore[index]
+                if toks is not None:
+                    toks[i] = done_tok[k]  # type: ignore[index]
                 ok[i] = True
             else:
                 reason = failed.get(k, "not encoded")  # type: ignore[arg-type]
                 bad.append(BadRow(str(paths[i]), None, reason))
-    return ImageFeatures(feats, ok, bad)
+    return ImageFeatures(feats, ok, bad, toks)
 
 
 def _encode_missing(backbone: Backbone, todo: dict[str, Path], done: dict[str, np.ndarray],
                     failed: dict[str, str], cache: FeatureCache | None, ns: str, batch_size: int,
-                    num_workers: int, bar: Progress | None) -> None:
+                    num_workers: int, bar: Progress | None, done_tok: dict[str, np.ndarray] | None = None) -> None:
     keys, files = list(todo), list(todo.values())
     data = _Decode(files, backbone.preprocess)
     if num_workers > 0:
@@ -173,6 +214,7 @@ def _encode_missing(backbone: Backbone, todo: dict[str, Path], done: dict[str, n
         batches = ([data[j] for j in range(s, min(s + batch_size, len(data)))]
                    for s in range(0, len(data), batch_size))
     writer = _Writer(cache, ns, "image")
+    tok_writer = _Writer(cache, ns, TOKEN_KIND)
     task = bar.add_task("encoding images", total=len(files)) if bar is not None else None
     try:
         for batch in batches:
@@ -181,8 +223,17 @@ def _encode_missing(backbone: Backbone, todo: dict[str, Path], done: dict[str, n
                 if reason is not None:
                     failed[keys[j]] = reason
             if good:
-                out = to_numpy(backbone.encode_image(torch.stack([px for _, px in good])))
+                pixels = torch.stack([px for _, px in good])
                 batch_keys = [keys[j] for j, _ in good]
+                if done_tok is None:
+                    out = to_numpy(backbone.encode_image(pixels))
+                else:  # one forward pass: row 0 is the image feature
+                    tok = to_numpy(backbone.encode_image_tokens(pixels))
+                    out = np.ascontiguousarray(tok[:, 0])
+                    tok = tok.astype(np.float16)
+                    for k, v in zip(batch_keys, tok):
+                        done_tok[k] = v
+                    tok_writer.add(batch_keys, tok)
                 for k, v in zip(batch_keys, out):
                     done[k] = v
                 writer.add(batch_keys, out)
@@ -190,6 +241,7 @@ def _encode_missing(backbone: Backbone, todo: dict[str, Path], done: dict[str, n
                 bar.advance(task, len(batch))
     finally:
         writer.flush()  # keep what was encoded, even if a later batch fails
+        tok_writer.flush()
 
 
 def encode_texts(backbone: Backbone, texts: Sequence[str] | str, *, cache: FeatureCache | None = None,

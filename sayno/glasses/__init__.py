@@ -8,12 +8,15 @@ Modules: ``config`` (GlassesConfig), ``analysis`` (what Glasses read from a capt
 :mod:`sayno.negation`), ``model`` (Glasses, load_glasses), ``scoring`` (numpy scores, GlassesScorer),
 ``phrases`` (the bounded phrase-prompt memo), ``explain``, ``checkpoint`` (the ``sayno-glasses`` envelope),
 ``data`` (training data through the sayno.data readers), ``train``, ``finetune`` (the text-tower baseline),
-``cli`` (``sayno glasses ...``), ``training_free`` (Glasses with no learned weights, for any backbone).
+``cli`` (``sayno glasses ...``), ``training_free`` (Glasses with no learned weights, for any backbone),
+``paper`` (the reference code's Lens and Frame, state-dict compatible), ``peers`` (training-free peers:
+rclip-style subtraction, concept projection).
 """
 from sayno.glasses.analysis import analyse, analyse_texts
 from sayno.glasses.config import GlassesConfig, GlassesError
 from sayno.glasses.finetune import FinetunedText, finetune_text, load_finetuned
 from sayno.glasses.model import Glasses, GlassesScorer, load_glasses
+from sayno.glasses.paper import PaperFrame, PaperLens
 from sayno.glasses.scoring import Slots
 from sayno.glasses.train import TrainConfig, train_glasses
 from sayno.glasses.training_free import (
@@ -30,6 +33,8 @@ __all__ = [
     "GlassesConfig",
     "GlassesError",
     "GlassesScorer",
+    "PaperFrame",
+    "PaperLens",
     "Slots",
     "TrainConfig",
     "TrainingFreeGlasses",

@@ -9,6 +9,12 @@ derivation, ``explain``) reads captions through :func:`analyse_texts`, so they a
   (:func:`phrase_key`);
 - a phrase that starts after the last character the text encoder read (``read_chars``, from the backbone's
   tokenizer and context length) is dropped: the caption's features never saw it.
+
+A phrase is an absent object ("dog") or a negated predicate of a subject (``kind="predicate"``: its text is the
+subject with the predicate, "horse galloping", which is what the Lens reads and the score repels; the affirmative
+remainder keeps the subject, "a horse"). :func:`caption_path` says how Glasses read a caption: ``parse`` (one slot
+per phrase), ``fallback`` (negated, by a cue or the learned detector, but no phrase: the trained Lens reads the
+whole caption) or ``none`` (plain CLIP).
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ def analyse_texts(texts: Sequence[str]) -> list[Analysis]:
 def analyse(text: str) -> Analysis:
     """:func:`analyse_texts` for one text."""
     return analyse_texts([text])[0]
+
+
+def caption_path(analysis: Analysis, negated: bool, read_chars: int | None = None) -> str:
+    """How Glasses read one caption: ``"none"`` (not negated: plain CLIP), ``"parse"`` (negated phrases become
+    slots) or ``"fallback"`` (negated with no phrase: one caption-level slot, the Lens on the whole caption)."""
+    if not negated:
+        return "none"
+    return "parse" if slot_phrases(analysis, read_chars) else "fallback"
 
 
 def phrase_key(text: str) -> str:

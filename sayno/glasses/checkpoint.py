@@ -22,10 +22,16 @@ from sayno.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from sayno.config import ConfigError
+from sayno.errors import SaynoError
 from sayno.glasses.config import GlassesConfig
 
 FORMAT = "sayno-glasses"
 FORMAT_VERSION = "1"
+
+
+class CheckpointConfigError(CheckpointError, ConfigError):
+    """A checkpoint whose stored config is unusable (unknown key, bad type or range); names the file."""
 
 
 @dataclass
@@ -51,7 +57,10 @@ def read_glasses_checkpoint(path: str | Path, backbone: Any) -> GlassesCheckpoin
     """Tensors, config and training summary of a Glasses checkpoint made for ``backbone``."""
     tensors, envelope = read_checkpoint(path, FORMAT, (FORMAT_VERSION,))
     envelope.check_backbone(backbone.fingerprint, getattr(backbone, "spec", None), str(path))
-    config = GlassesConfig.from_dict(envelope.config)
+    try:
+        config = GlassesConfig.from_dict(envelope.config)
+    except SaynoError as e:  # a bad size, type or range in the stored config: name the file
+        raise CheckpointConfigError(f"{path}: its config is not usable ({_first_line(e)})") from e
     if config.embed_dim != backbone.embed_dim or config.num_layers != backbone.num_text_layers:
         raise CheckpointError(f"{path}: dims ({config.embed_dim}, {config.num_layers}) do not match the backbone "
                               f"({backbone.embed_dim}, {backbone.num_text_layers})")
@@ -67,3 +76,8 @@ def check_state(tensors: Mapping[str, torch.Tensor], module: torch.nn.Module, pa
     """One-line :class:`CheckpointError` unless ``tensors`` has exactly ``module``'s tensors and shapes."""
     check_tensors(tensors, {k: tuple(v.shape) for k, v in module.state_dict().items()}, str(path))
 
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

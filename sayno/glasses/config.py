@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,6 +21,33 @@ BASES = ("affirmative", "caption")
 
 class GlassesError(SaynoError, ValueError):
     """Glasses that cannot be used as asked (a bad option, no backbone where one is needed)."""
+
+
+#: the integer sizes of a Glasses model and the values they may take (a checkpoint's config is checked
+#: against these before any module is built: ``hidden=-5``, ``"abc"``, ``2.5`` or ``10**9`` are one-line errors)
+SIZES = {"embed_dim": (1, 16384), "num_layers": (1, 1024), "hidden": (1, 16384), "detector_hidden": (1, 16384)}
+#: ``lambda_max`` is a repulsion strength on CLIP's logit scale (2 in the shipped Glasses): finite, > 0, at most
+#: this (a larger one only turns scores into noise; NaN or -1e9 used to give NaN or 1e30 scores)
+LAMBDA_MAX_RANGE = (0.0, 100.0)
+
+
+def checked_int(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in [low, high]; :class:`GlassesError` naming ``name`` otherwise (bools, floats and
+    strings are refused, not rounded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise GlassesError(f"{name} must be a whole number, got {value!r}")
+    if not low <= int(value) <= high:
+        raise GlassesError(f"{name} must be in {low}..{high}, got {value!r}")
+    return int(value)
+
+
+def checked_float(name: str, value: Any, low: float, high: float) -> float:
+    """``value`` as a finite float in (low, high]; :class:`GlassesError` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise GlassesError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(float(value)) and low < float(value) <= high):
+        raise GlassesError(f"{name} must be a finite number in ({low:g}, {high:g}], got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -48,9 +77,17 @@ class GlassesConfig:
     prompt: str = "This image shows {}."
 
     def __post_init__(self) -> None:
+        for name, (low, high) in SIZES.items():
+            setattr(self, name, checked_int(name, getattr(self, name), low, high))
+        self.lambda_max = checked_float("lambda_max", self.lambda_max, *LAMBDA_MAX_RANGE)
+        if not isinstance(self.prompt, str):
+            raise GlassesError(f"prompt must be a string, got {type(self.prompt).__name__}")
+        if not isinstance(self.syntax_layers, (list, tuple)):
+            raise GlassesError(f"syntax_layers must be a list of layer numbers, got {self.syntax_layers!r}")
         if not self.syntax_layers:
             self.syntax_layers = tuple(range(max(1, min(3, self.num_layers - 1))))
-        self.syntax_layers = tuple(int(i) for i in self.syntax_layers)
+        self.syntax_layers = tuple(checked_int("syntax_layers", i, 0, self.num_layers - 1)
+                                   for i in self.syntax_layers)
         for name, allowed in (("lens_input", LENS_INPUTS), ("score", SCORES), ("detector", DETECTOR_MODES),
                               ("base", BASES)):
             if getattr(self, name) not in allowed:

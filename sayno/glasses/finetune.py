@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sayno.base.scoring import TextBatch
-from sayno.base.training import EarlyStopping, cosine_schedule, fit_epoch
+from sayno.base.training import EarlyStopping, cosine_schedule, data_record, fit_epoch
 from sayno.checkpoint import Envelope, check_tensors, read_checkpoint, write_checkpoint
 from sayno.config import from_mapping
 from sayno.glasses.data import FeatureSet, Sources, build_features, train_val_sources
@@ -192,6 +192,6 @@ def _finetune(backbone, data: str | Path | Sources, out: str | Path, settings: F
         p.requires_grad_(False)
     finetuned = FinetunedText(backbone, tower.eval())
     finetuned.save(out, training={"config": asdict(settings), "history": history,
-                                  "seconds": round(time.time() - started, 1), "data": [str(f) for f in src.files]})
+                                  "seconds": round(time.time() - started, 1), **data_record(src.files)})
     log(f"saved {out} in {time.time() - started:.0f}s")
     return finetuned

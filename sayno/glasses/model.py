@@ -42,7 +42,9 @@ from sayno.glasses.explain import explain
 from sayno.glasses.inputs import check_batch, check_features, check_rerank_k, check_texts
 from sayno.glasses.modules import Detector, Frame, Lens
 from sayno.glasses.phrases import DEFAULT_CAPACITY, PhraseEncoder
+from sayno.glasses.reading import ReadLimits
 from sayno.glasses.scoring import Slots
+from sayno.negation import Analysis
 from sayno.runtime import torch_threads
 
 
@@ -55,8 +57,9 @@ class Glasses(nn.Module):
     """CLIPGlasses around a frozen backbone; a :class:`sayno.base.scoring.Scorer`.
 
     backbone: what produced the features (its text tower also embeds the negated phrases' prompts, memoised in
-    :attr:`phrases`, an LRU of ``phrase_cache`` texts). ``phrase_encoder`` replaces that (texts -> (n, D)
-    normalised numpy), e.g. for tests.
+    :attr:`phrases`, an LRU of ``phrase_cache`` texts; its tokenizer says how much of each negated caption the
+    encoder read, memoised per caption in :attr:`reading`). ``phrase_encoder`` replaces the text tower
+    (texts -> (n, D) normalised numpy), e.g. for tests.
     """
 
     needs_layers = True
@@ -74,6 +77,7 @@ class Glasses(nn.Module):
         if phrase_encoder is None and backbone is not None:
             phrase_encoder = _text_encoder(backbone)
         self.phrases = PhraseEncoder(phrase_encoder, config.embed_dim, phrase_cache)
+        self.reading = ReadLimits(backbone)
         if logit_scale is None:
             if backbone is None:
                 raise GlassesError("Glasses need a backbone or an explicit logit_scale")
@@ -125,10 +129,12 @@ class Glasses(nn.Module):
         return self.encode_texts([phrase_prompt(self.config.prompt, p) for p in phrases])
 
     # ------------------------------------------------------------------------------------------- slots
-    def negated_mask(self, texts: Sequence[str], layers: torch.Tensor | None) -> np.ndarray:
-        """(N,) which captions the configured detector mode treats as negated."""
+    def negated_mask(self, texts: Sequence[str], layers: torch.Tensor | None,
+                     analyses: Sequence[Analysis] | None = None) -> np.ndarray:
+        """(N,) which captions the configured detector mode treats as negated (``analyses``: the texts'
+        :func:`analyse_texts`, when already at hand)."""
         mode = self.config.detector
-        lex = np.array([a.negated for a in analyse_texts(texts)], dtype=bool)
+        lex = np.array([a.negated for a in (analyse_texts(texts) if analyses is None else analyses)], dtype=bool)
         if mode == "lexical":
             return lex
         if layers is None:
@@ -142,47 +148,51 @@ class Glasses(nn.Module):
         with torch_threads(1):
             return self._slots(text)
 
-    def _slot_owners(self, texts: list[str], negated: np.ndarray) -> tuple[list[int], list[str], list[bool]]:
-        """(caption index, phrase, hedged) of every slot: one per negated phrase, or one per negated caption."""
+    def _slot_owners(self, texts: list[str], negated: np.ndarray, analyses: Sequence[Analysis]
+                     ) -> tuple[list[int], list[str], list[bool]]:
+        """(caption index, phrase, hedged) of every slot: one per negated phrase, or one per negated caption.
+        ``analyses``: one per text."""
         owner, phrases, hedged = [], [], []
         rows = np.flatnonzero(negated)
-        analyses = analyse_texts([texts[i] for i in rows])
         limits = self.read_chars([texts[i] for i in rows])
-        for i, analysis, limit in zip(rows, analyses, limits):
-            if self.config.lens_input == "phrase":
-                for p in slot_phrases(analysis, limit):
+        for i, limit in zip(rows, limits):
+            analysis = analyses[i]
+            found = slot_phrases(analysis, limit)
+            if self.config.lens_input == "phrase" and found:
+                for p in found:  # a predicate phrase's text is its subject + predicate ("horse galloping")
                     owner.append(int(i))
                     phrases.append(p.text)
                     hedged.append(p.hedged)
-            elif slot_phrases(analysis, limit) or self.config.detector in ("learned", "or"):
-                # one slot per caption; a lexical cue with nothing negated keeps the plain score
+            else:
+                # one slot per caption: the caption-level Lens, and the fallback (issue 24) of a negated caption
+                # with no phrase found (a cue without a phrase, or the learned detector alone): the Lens reads
+                # the whole caption (phrase "") instead of the caption keeping its plain score
                 owner.append(int(i))
                 phrases.append("")
                 hedged.append(analysis.hedged)
         return owner, phrases, hedged
 
-    def _base(self, texts: list[str], h: torch.Tensor, owner: list[int]) -> torch.Tensor:
-        """(N, D) what each caption's score starts from: ``h``, or the affirmative remainder's embedding."""
+    def _base(self, h: torch.Tensor, owner: list[int], analyses: Sequence[Analysis]) -> torch.Tensor:
+        """(N, D) what each caption's score starts from: ``h``, or the affirmative remainder's embedding
+        (``analyses``: one per caption)."""
         if self.config.base != "affirmative":
             return h
         rows = sorted(set(owner))
         base = h.clone()
-        base[rows] = torch.as_tensor(self.encode_texts([a.affirmative_text for a in analyse_texts(
-            [texts[r] for r in rows])]))
+        base[rows] = torch.as_tensor(self.encode_texts([analyses[r].affirmative_text for r in rows]))
         return base
 
     def read_chars(self, texts: Sequence[str]) -> list[int | None]:
-        """Per text, how many leading characters the backbone's text encoder reads (None: all, or unknown
-        without a backbone): negated phrases after that are not slots."""
-        if self.backbone is None or not hasattr(self.backbone, "text_read_chars") or not texts:
-            return [None] * len(texts)
-        return list(self.backbone.text_read_chars(list(texts)))
+        """Per text, how many leading characters the backbone's text encoder reads (None for every text
+        without a backbone): negated phrases after that are not slots. Memoised per text (:attr:`reading`)."""
+        return self.reading(texts)
 
     def _slots(self, text: TextBatch) -> Slots:
         h = torch.as_tensor(np.asarray(text.h, dtype=np.float32))
         layers = None if text.layers is None else torch.as_tensor(np.asarray(text.layers, dtype=np.float32))
-        negated = self.negated_mask(text.texts, layers)
-        owner, phrases, hedged = self._slot_owners(text.texts, negated)
+        analyses = analyse_texts(text.texts)  # once per batch (cached per text by sayno.negation)
+        negated = self.negated_mask(text.texts, layers, analyses)
+        owner, phrases, hedged = self._slot_owners(text.texts, negated, analyses)
         owner_t = torch.tensor(owner, dtype=torch.long)
         hedged_t = torch.tensor(hedged, dtype=torch.float32)
         if not owner:
@@ -191,9 +201,11 @@ class Glasses(nn.Module):
                          h.new_zeros(0), h.new_zeros(0))
         if layers is None:
             raise GlassesError("Glasses needs TextBatch.layers for negated captions (encode with layers=True)")
-        source = (torch.as_tensor(self.encode_phrases(phrases)) if self.config.lens_input == "phrase"
-                  else h[owner_t])
-        base = self._base(text.texts, h, owner)
+        source = h[owner_t].clone()  # caption-level slots (phrase "") read the caption's own h
+        named = [k for k, p in enumerate(phrases) if p]
+        if named:
+            source[named] = torch.as_tensor(self.encode_phrases([phrases[k] for k in named]))
+        base = self._base(h, owner, analyses)
         with torch.no_grad():
             h_neg = self.lens(layers[owner_t], source)
             logit, tau = self.frame.text_params(base[owner_t], h_neg, h[owner_t], hedged_t)

@@ -38,6 +38,7 @@ from sayno.base.training import (
     OtherRunState,
     ResumeFile,
     cosine_schedule,
+    data_record,
     fit_epoch,
     restore_rng,
     run_key,
@@ -559,7 +560,7 @@ def _finish(run: _Run, prepared: _Data, out: Path, started: float) -> TrainResul
     model.eval()
     final = {stage: _evaluate(run.val_runner, stage, run.val_batches, run.batch_groups, model)
              for stage in ("detector", "joint")}
-    summary = {"data": [str(f) for f in prepared.train.files], "val_data": [str(f) for f in prepared.val.files],
+    summary = {**data_record(prepared.train.files, prepared.val.files),  # relative paths, no machine's
                "labels": prepared.features.lab.stats, "val_labels": prepared.val_features.lab.stats,
                "train": {**asdict(run.settings), "batch_groups": run.batch_groups}, "history": run.history,
                "final_val": final, "seconds": round(time.time() - started, 1),

@@ -41,6 +41,7 @@ from sayno.glasses import model as trained
 from sayno.glasses.analysis import analyse_texts, slot_phrases
 from sayno.glasses.config import GlassesError, phrase_prompt
 from sayno.glasses.phrases import DEFAULT_CAPACITY, PhraseEncoder
+from sayno.glasses.reading import ReadLimits
 from sayno.glasses.scoring import PHRASES_AT_FULL_STRENGTH, Slots, bound_lambda
 
 TRAINING_FREE = "training-free"
@@ -256,6 +257,7 @@ class TrainingFreeGlasses:
             raise GlassesError("training-free Glasses need a backbone or an explicit embed_dim")
         self.embed_dim = int(dim)
         self.phrases = PhraseEncoder(phrase_encoder, self.embed_dim, phrase_cache)
+        self.reading = ReadLimits(backbone)
         scale = logit_scale if logit_scale is not None else getattr(backbone, "logit_scale", None)
         if scale is None or not np.isfinite(float(scale)) or float(scale) <= 0:
             raise GlassesError(f"training-free Glasses need a positive finite logit scale, got {scale!r}")
@@ -357,9 +359,10 @@ class TrainingFreeGlasses:
         owner, phrases, hedged, rows, remainders = [], [], [], [], []
         analyses = analyse_texts(texts)
         negated = np.array([a.negated for a in analyses], dtype=bool)
-        limits = self.read_chars(texts)
-        for i, (analysis, limit) in enumerate(zip(analyses, limits)):
-            found = slot_phrases(analysis, limit) if analysis.negated else []
+        rows_negated = np.flatnonzero(negated)
+        limits = dict(zip(rows_negated.tolist(), self.read_chars([texts[i] for i in rows_negated])))
+        for i, analysis in enumerate(analyses):
+            found = slot_phrases(analysis, limits[i]) if analysis.negated else []
             if found:
                 rows.append(i)
                 remainders.append(analysis.affirmative_text)
@@ -388,11 +391,9 @@ class TrainingFreeGlasses:
                                  negated, offset=offset)
 
     def read_chars(self, texts: Sequence[str]) -> list[int | None]:
-        """Per text, how many leading characters the text encoder reads (None: all or unknown); negated phrases
-        after that are not slots (as in the trained Glasses)."""
-        if self.backbone is None or not hasattr(self.backbone, "text_read_chars") or not texts:
-            return [None] * len(texts)
-        return list(self.backbone.text_read_chars(list(texts)))
+        """Per text, how many leading characters the text encoder reads (None for every text without a
+        backbone); negated phrases after that are not slots (as in the trained Glasses). Memoised per text."""
+        return self.reading(texts)
 
     # ------------------------------------------------------------------------------------------ scoring
     def query_vectors(self, text: TextBatch, s: TrainingFreeSlots) -> tuple[np.ndarray, np.ndarray]:
@@ -413,12 +414,15 @@ class TrainingFreeGlasses:
     def score_matrix(self, text: TextBatch, images: np.ndarray) -> np.ndarray:
         """(N, M) scores; rows of captions without a negated phrase are ``PlainClip``'s, bit for bit."""
         images = np.asarray(images)
-        out = self.logit_scale * (text.h @ images.T)
         s = self.slots(text)
         rows = np.unique(s.owner.numpy())
-        if len(rows):
-            q, const = self.query_vectors(text, s)
-            out[rows] = (self.logit_scale * (q[rows] @ images.T + const[rows, None])).astype(out.dtype)
+        if not len(rows):
+            return self.logit_scale * (text.h @ images.T)
+        q, const = self.query_vectors(text, s)  # q = h on rows without slots: one product for every row
+        out = q @ images.T
+        for r in rows:  # row views: no gather/scatter of the (N, M) matrix
+            out[r] += const[r]
+        out *= self.logit_scale
         return out
 
     def score_pairs(self, text: TextBatch, images: np.ndarray) -> np.ndarray:

@@ -22,18 +22,20 @@ import importlib.util
 import json
 import re
 import sqlite3
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from sayno.errors import InputError, SaynoError
+from sayno.negation.families import select_families
 from sayno.negation.rules import analyse_rules, remove_clauses
 from sayno.negation.syntax import find_negations, set_pos
 from sayno.negation.types import Analysis, NegatedPhrase, Negation
 
 #: Bumped whenever the rules change: part of every on-disk cache key.
-ANALYSER_VERSION = "1"
+ANALYSER_VERSION = "2"
 #: Characters of a text that are analysed (see the module docstring).
 MAX_CHARS = 1000
 #: spaCy pipelines tried in order when none is named.
@@ -77,13 +79,56 @@ def load_pipeline(name: str | None = None, *, check_version: bool = True):
 
 
 _MARKUP = re.compile(r"</?[A-Za-z][^<>]{0,60}>")
+_INVALID = re.compile("[\ud800-\udfff\x00]")
+#: Default byte budget of the in-memory cache (see :func:`entry_bytes`).
+CACHE_BYTES = 64 * 2**20
+
+
+def clean_text(text: str) -> str:
+    """User text made safe for the parser, same length (spans stay valid): lone surrogates (what Python makes of
+    invalid UTF-8 bytes in a command line, ``$'no \\xff spider'``) and NUL become U+FFFD."""
+    return _INVALID.sub("\ufffd", text) if _INVALID.search(text) else text
+
+
+def entry_bytes(text: str, a: Analysis) -> int:
+    """Bytes one cache entry holds, counted from its strings and objects (``sys.getsizeof``): the key, the
+    analysis's text and affirmative text, and each negation and phrase."""
+    size = sys.getsizeof(text) + 3 * 128  # the key, the dict slot, the Analysis and its tuple
+    if a.text is not text:
+        size += sys.getsizeof(a.text)
+    size += sys.getsizeof(a.affirmative_text)
+    for n in a.negations:
+        size += 256 + sys.getsizeof(n.cue)
+        for p in n.phrases:
+            size += 256 + sys.getsizeof(p.text) + sys.getsizeof(p.subject) + sys.getsizeof(p.predicate)
+    return size
 
 
 def _normalise(text: str) -> str:
-    """Same-length normalisation (spans stay valid): curly apostrophes -> "'", line breaks and tabs -> spaces,
-    markup tags ("<b>", "</p>") -> spaces."""
+    """Same-length normalisation (spans stay valid): curly apostrophes -> "'", line breaks, tabs and replacement
+    characters (U+FFFD, what :func:`clean_text` put for invalid code points) -> spaces, markup tags ("<b>",
+    "</p>") -> spaces."""
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\n", " ").replace("\t", " ").replace("\r", " ")
+    text = text.replace("\ufffd", " ") if "\ufffd" in text else text
     return _MARKUP.sub(lambda m: " " * len(m.group()), text) if "<" in text else text
+
+
+_SPACES = re.compile(r"\s{2,}")
+
+
+def _collapse(text: str) -> tuple[str, list[int] | None]:
+    """Runs of spaces -> one space (the parser makes a run its own token, which would cut a phrase: "no  dog"),
+    with each kept character's position in ``text``; (text, None) when there is no run."""
+    if "  " not in text:
+        return text, None
+    out, offs, last = [], [], 0
+    for m in _SPACES.finditer(text):
+        out.append(text[last:m.start() + 1])
+        offs.extend(range(last, m.start() + 1))
+        last = m.end()
+    out.append(text[last:])
+    offs.extend(range(last, len(text)))
+    return "".join(out), offs
 
 
 def _budget(text: str) -> tuple[str, bool]:
@@ -97,19 +142,26 @@ class Analyser:
     """Negation analysis with a spaCy parse (``parser="spacy"``) or the original rules (``parser="rules"``).
 
     ``pipeline``: spaCy package name (default: :data:`PIPELINES` in order); ``nlp``: an already loaded pipeline
-    instead; ``cache_size``: texts kept in memory (LRU); ``cache_dir``: a folder for an on-disk cache keyed by
-    analyser version, pipeline and text; ``batch_size``: texts per spaCy batch.
+    instead; ``cache_size``: texts kept in memory (LRU), and ``cache_bytes``: the most bytes they may hold
+    (:func:`entry_bytes`; whichever bound is hit first evicts the oldest); ``cache_dir``: a folder for an on-disk
+    cache keyed by analyser version, pipeline and text; ``batch_size``: texts per spaCy batch; ``families``:
+    names of the construction families to read (default: all of :data:`sayno.negation.families.FAMILIES`), so a
+    family can be switched off alone.
     """
 
     def __init__(self, parser: str = "spacy", *, pipeline: str | None = None, nlp=None,
-                 check_version: bool = True, cache_size: int = 65536, cache_dir: str | Path | None = None,
-                 batch_size: int = 256):
+                 check_version: bool = True, cache_size: int = 65536, cache_bytes: int = CACHE_BYTES,
+                 cache_dir: str | Path | None = None, batch_size: int = 256,
+                 families: Iterable[str] | None = None):
         if parser not in ("spacy", "rules"):
             raise InputError(f"parser must be 'spacy' or 'rules', got {parser!r}")
         self.parser = parser
         self.batch_size = int(batch_size)
         self.cache_size = int(cache_size)
-        self._mem: OrderedDict[str, Analysis] = OrderedDict()
+        self.cache_bytes = int(cache_bytes)
+        self.families = select_families(families)
+        self._mem: OrderedDict[str, tuple[Analysis, int]] = OrderedDict()
+        self._mem_bytes = 0
         self._lock = threading.Lock()
         self.nlp = None
         if parser == "rules":
@@ -122,6 +174,7 @@ class Analyser:
                 pipeline = pipeline or f"{nlp.meta.get('lang', 'xx')}_{nlp.meta.get('name', 'custom')}"
                 version = str(nlp.meta.get("version", "?"))
             self.nlp = nlp
+            self._set_pos = "attribute_ruler" not in nlp.pipe_names
             self.pipeline, self.pipeline_version = pipeline, version
             self.name = f"spacy:{pipeline}=={version}"
         self._db = None
@@ -167,6 +220,7 @@ class Analyser:
         """Forget the in-memory cache (the on-disk cache stays)."""
         with self._lock:
             self._mem.clear()
+            self._mem_bytes = 0
 
     # ---------------------------------------------------------------------------------------- internals
     @staticmethod
@@ -175,18 +229,18 @@ class Analyser:
             return ""
         if not isinstance(text, str):
             raise InputError(f"negation analysis takes text (str), got {type(text).__name__}")
-        return text
+        return clean_text(text)
 
     def _key(self, text: str) -> str:
         return hashlib.sha1(f"{ANALYSER_VERSION}|{self.name}|{text}".encode()).hexdigest()
 
     def _get(self, text: str) -> Analysis | None:
         with self._lock:
-            a = self._mem.get(text)
-            if a is not None:
+            hit = self._mem.get(text)
+            if hit is not None:
                 self._mem.move_to_end(text)
                 self.stats["memory_hits"] += 1
-                return a
+                return hit[0]
         if self._db is not None:
             row = self._db.execute("SELECT value FROM analyses WHERE key = ?", (self._key(text),)).fetchone()
             if row is not None:
@@ -198,11 +252,17 @@ class Analyser:
         return None
 
     def _remember(self, text: str, a: Analysis) -> None:
+        size = entry_bytes(text, a)
         with self._lock:
-            self._mem[text] = a
-            self._mem.move_to_end(text)
-            while len(self._mem) > self.cache_size:
-                self._mem.popitem(last=False)
+            old = self._mem.pop(text, None)
+            if old is not None:
+                self._mem_bytes -= old[1]
+            if size > self.cache_bytes or self.cache_size < 1:
+                return
+            self._mem[text] = (a, size)
+            self._mem_bytes += size
+            while len(self._mem) > self.cache_size or self._mem_bytes > self.cache_bytes:
+                self._mem_bytes -= self._mem.popitem(last=False)[1][1]
 
     def _put(self, text: str, a: Analysis) -> None:
         self._remember(text, a)
@@ -226,30 +286,47 @@ class Analyser:
         for i, (head, trunc) in enumerate(cut):
             if not head.strip():
                 res[i] = Analysis(texts[i], (), texts[i], parser=self.name, truncated=trunc)
-        norm = [_normalise(cut[i][0]) for i in idx]
+        norm, offsets = zip(*[_collapse(_normalise(cut[i][0])) for i in idx]) if idx else ((), ())
         # spaCy's networks read each text apart (windowed convolutions, a transition parser per text), so a text
         # parses the same in any batch (tests/test_negation.py checks parse_many == parse)
         docs = self.nlp.pipe(norm, batch_size=self.batch_size)
-        for i, doc in zip(idx, docs):
+        for i, doc, text, offs in zip(idx, docs, norm, offsets):
             head, trunc = cut[i]
-            res[i] = self._build(texts[i], head, doc, trunc)
+            res[i] = self._build(texts[i], head, doc, trunc, text, offs)
         return res  # type: ignore[return-value]
 
-    def _build(self, text: str, head: str, doc, truncated: bool) -> Analysis:
+    def _build(self, text: str, head: str, doc, truncated: bool, parsed: str | None = None,
+               offsets: list[int] | None = None) -> Analysis:
+        """The Analysis of one parsed text; ``parsed`` is the text the parser read, ``offsets`` its character i's
+        position in ``head`` (None: the same)."""
+        if parsed is None:
+            parsed, offsets = _collapse(_normalise(head))
+
+        def at(c: int) -> int:  # a start position in ``parsed`` -> in ``head``
+            return c if offsets is None else offsets[c] if c < len(offsets) else len(head)
+
+        def upto(c: int) -> int:  # an end position
+            return c if offsets is None else offsets[c - 1] + 1 if c > 0 else 0
+
         negs = []
         seen: set[tuple[int, int]] = set()
-        if "attribute_ruler" not in self.nlp.pipe_names:
+        if self._set_pos:
             set_pos(doc)
-        for f in find_negations(doc, _normalise(head)):
+        for f in find_negations(doc, parsed, self.families):
             phrases = []
             for p, a, b in f.phrases:
-                span = (doc[a].idx, doc[b - 1].idx + len(doc[b - 1])) if b > a else (doc[f.lo].idx, doc[f.lo].idx)
+                span = (at(doc[a].idx), upto(doc[b - 1].idx + len(doc[b - 1]))) if b > a else \
+                    (at(doc[f.lo].idx), at(doc[f.lo].idx))
                 if span in seen or not p.strip():
                     continue
                 seen.add(span)
-                phrases.append(NegatedPhrase(p, f.cue, f.hedged, *span))
-            start, end = doc[f.lo].idx, doc[f.hi - 1].idx + len(doc[f.hi - 1])
-            clause = (doc[f.clause_lo].idx, doc[f.clause_hi - 1].idx + len(doc[f.clause_hi - 1]))
+                if f.subject is None:
+                    phrases.append(NegatedPhrase(p, f.cue, f.hedged, *span))
+                else:
+                    phrases.append(NegatedPhrase(p, f.cue, f.hedged, *span, kind="predicate", subject=f.subject,
+                                                 predicate=f.predicate))
+            start, end = at(doc[f.lo].idx), upto(doc[f.hi - 1].idx + len(doc[f.hi - 1]))
+            clause = (at(doc[f.clause_lo].idx), upto(doc[f.clause_hi - 1].idx + len(doc[f.clause_hi - 1])))
             negs.append(Negation(f.cue, start, end, tuple(phrases), f.hedged, clause))
         negs.sort(key=lambda n: n.start)
         affirmative = remove_clauses(head, [n.clause for n in negs])

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per text, in a list).")] = False,
         parser: Annotated[str, typer.Option(help="'spacy' (default) or 'rules' (sayno's original rules).")] = "spacy",
     ) -> None:
-        """Show what each text negates: cues, negated phrases (with character spans), hedges, affirmative text."""
+        """Show what each text negates: cues, negated phrases (object or predicate, with character spans), hedges,
+        affirmative text, and the path Glasses take (parse | fallback | none)."""
         try:
             analyser = default_analyser() if parser == "spacy" else Analyser(parser)
             results = analyser.parse_many(texts)
@@ -42,14 +43,16 @@ def register(app: typer.Typer) -> None:
             if not r.negated:
                 console.print("  no negation cue found: the text keeps its plain CLIP score")
                 continue
-            console.print(f"  negated: yes   hedged: {'yes' if r.hedged else 'no'}   "
+            console.print(f"  negated: yes   hedged: {'yes' if r.hedged else 'no'}   path: {r.path}   "
                           f"affirmative text: {r.affirmative_text!r}")
             if not r.phrases:
-                console.print("  a cue, but nothing negatable after it: the text keeps its plain CLIP score")
+                console.print("  a cue, but no phrase found: Glasses read the whole caption (path 'fallback'; "
+                              "a checkpoint without a caption-level Lens keeps the plain CLIP score)")
                 continue
             table = Table(show_header=True, header_style="bold")
-            for col in ("phrase", "cue", "hedged", "span"):
+            for col in ("phrase (repelled)", "kind", "subject", "cue", "hedged", "span"):
                 table.add_column(col)
             for p in r.phrases:
-                table.add_row(p.text, p.cue, "yes" if p.hedged else "no", f"{p.start}-{p.end}")
+                table.add_row(p.text, p.kind, p.subject if p.kind == "predicate" else "", p.cue,
+                              "yes" if p.hedged else "no", f"{p.start}-{p.end}")
             console.print(table)

@@ -59,7 +59,8 @@ LIGHT = frozenset({
     "sorts", "type", "types", "form", "forms", "indication", "glimpse", "instance", "instances", "example",
     "examples", "mention", "amount", "number", "use", "variety", "bit", "shred", "sight", "sighting", "view",
     "appearance", "existence", "inclusion", "depiction", "feature", "features", "element", "elements", "part",
-    "representation", "representations", "depictions",
+    "representation", "representations", "depictions", "reference", "references", "suggestion", "mentions",
+    "indications",
 })
 # Adjectives dropped from the front of a phrase.
 DROP_ADJ = frozenset({
@@ -90,6 +91,7 @@ AUX_BACK = frozenset({
     "remarkably", "strikingly", "curiously", "interestingly", "however", "though", "unfortunately", "sadly",
     "surprisingly", "notice", "noticeable", "find", "spot",
 }) | HEDGES
+RELATIVE_WORDS = frozenset({"that", "which", "who", "where", "whose", "whom"})
 JOINS = frozenset({"but", "and", "with", "while", "whereas", "though", "although", "yet", "so", "or", "however"})
 FORWARD_PLACE = frozenset({
     "in", "it", "here", "there", "sight", "this", "that", "picture", "image", "photo", "scene", "at", "all",
@@ -97,7 +99,7 @@ FORWARD_PLACE = frozenset({
     "today", "anymore", "left", "shown", "found", "within", "frame", "view", "photograph", "shot", "snapshot",
     "noticed", "spotted", "observed", "detected", "located", "pictured", "featured", "included", "depicted",
     "displayed", "captured", "evident", "apparent", "discernible", "or", "anyplace", "from", "of", "on",
-    "is", "are", "can", "could", "hidden", "too", "as", "well", "currently",
+    "is", "are", "can", "could", "hidden", "too", "as", "well", "currently", "about",
 })
 DANGLING = frozenset({"but", "and", "with", "while", "whereas", "though", "although", "yet", "so", "or", "nor"})
 PERSON_WORDS = frozenset({"nobody", "noone", "no-one"})
@@ -214,11 +216,38 @@ def upos(tag: str, lower: str, dep: str = "", has_expl: bool = False) -> str:
     return p
 
 
+_UPOS_MEMO: dict[tuple[int, int, int, bool], int] = {}
+
+
 def set_pos(doc) -> None:
-    """Fill ``token.pos_`` from ``token.tag_`` when the pipeline ran without its attribute_ruler."""
-    for t in doc:
-        has_expl = t.tag_.startswith("VB") and any(c.dep_ == "expl" for c in t.children)
-        t.pos_ = upos(t.tag_, t.lower_, t.dep_, has_expl)
+    """Fill ``token.pos_`` from ``token.tag_`` when the pipeline ran without its attribute_ruler.
+
+    Works on the doc's attribute arrays (no Token objects: a third of the analyser's time went to creating
+    them); :func:`upos` results are memoised per (tag, word, label)."""
+    import numpy as np
+    from spacy.attrs import DEP, HEAD, LOWER, POS, TAG
+    from spacy.parts_of_speech import IDS
+
+    if not len(doc):
+        return
+    strings = doc.vocab.strings
+    arr = doc.to_array([TAG, LOWER, DEP, HEAD])
+    heads = arr[:, 3].astype(np.int64) + np.arange(len(doc))
+    expl = strings["expl"]
+    expl_heads = set(heads[arr[:, 2] == expl].tolist())
+    out = np.empty((len(doc), 1), dtype=np.uint64)
+    memo = _UPOS_MEMO
+    if len(memo) > 200_000:
+        memo.clear()
+    for j, (tag, lower, dep) in enumerate(arr[:, :3].tolist()):
+        key = (tag, lower, dep, j in expl_heads)
+        p = memo.get(key)
+        if p is None:
+            t, w = strings[tag], strings[lower]
+            has_expl = key[3] and t.startswith("VB") and w in _AUX_WORDS
+            p = memo[key] = IDS[upos(t, w, strings[dep], has_expl)]
+        out[j, 0] = p
+    doc.from_array([POS], out)
 
 
 NOMINAL_DEPS = frozenset({"pobj", "dobj", "attr", "nsubj", "nsubjpass", "conj", "ROOT", "appos", "npadvmod", "dep",
@@ -261,6 +290,10 @@ class Found:
     clause_lo: int
     clause_hi: int
     hedged: bool = False
+    #: set for a predicate negation (``sayno.negation.families``): its subject ("" when none) and predicate text;
+    #: then ``phrases`` holds one (subject + predicate, first predicate token, end token)
+    subject: str | None = None
+    predicate: str = ""
 
 
 # --------------------------------------------------------------------------------------------- phrases
@@ -318,8 +351,8 @@ def _forward(doc, j: int, end: int, allow_and: bool = False, in_pp: bool = False
         while k < end and (doc[k].lower_ in SKIP or doc[k].pos_ == "DET" or doc[k].dep_ in ("predet", "preconj")):
             if doc[k].lower_ in ("both", "either", "neither"):
                 both = True
-            if doc[k].lower_ in LIGHT and k + 1 < end and doc[k + 1].lower_ not in ("of", "for"):
-                break
+            if doc[k].lower_ in LIGHT and (k + 1 >= end or doc[k + 1].lower_ not in ("of", "for", "to")):
+                break  # a light noun is only light before "of"/"for"/"to": "a field with no signs" negates signs
             k += 1
         if k < end and doc[k].pos_ == "PRON" and doc[k].lower_ in PERSON_PRONOUNS:
             out.append(("person", k, k + 1))
@@ -329,7 +362,7 @@ def _forward(doc, j: int, end: int, allow_and: bool = False, in_pp: bool = False
             if b <= a:
                 break
             # a light noun followed by of/for: the phrase is what comes after ("no sign of a dog")
-            if doc[b - 1].lower_ in LIGHT and b < end and doc[b].lower_ in ("of", "for"):
+            if doc[b - 1].lower_ in LIGHT and b < end and doc[b].lower_ in ("of", "for", "to"):
                 k = b + 1
                 continue
             if doc[b - 1].lower_ in PLACE_NOUNS and b - a == 1:
@@ -459,6 +492,9 @@ def _backward_subject(doc, cue, floor: int) -> tuple[list[tuple[str, int, int]],
             doc[x].is_punct or doc[x].lower_ in PARENTHETICAL for x in range(subj.i + 1, floor)) and \
             (lin is None or doc[lin[2] - 1].i == subj.i):
         floor = min(x.i for x in subj.subtree)  # "a cup, however, is nowhere to be seen"
+    if subj is not None and lin is not None and lin[1] > subj.i and \
+            any(doc[x].lower_ in ("with", "without") for x in range(subj.i + 1, lin[1])):
+        return [_phrase_text(doc, lin[1], lin[2])], lin[0], pred  # "a park with the swings gone"
     if subj is not None and subj.i >= floor:
         s_np = _subject_np(doc, subj)
         if lin is not None and doc[lin[2] - 1].i == subj.i and lin[1] < subj.i:
@@ -547,6 +583,8 @@ def _expand(doc, lo: int, hi: int) -> tuple[int, int]:
     """Grow the negated clause back over hedges, auxiliaries, "there is" and one join, forward over place words."""
     while lo > 0 and (doc[lo - 1].lower_ in AUX_BACK or doc[lo - 1].pos_ == "AUX" or doc[lo - 1].dep_ == "expl"):
         lo -= 1
+    if lo > 0 and doc[lo - 1].tag_ in ("WDT", "WP", "WRB") and doc[lo - 1].lower_ in RELATIVE_WORDS:
+        lo -= 1  # the relative word of a negated relative clause: "a photo that omits the moon" -> "a photo"
     if lo > 0 and (doc[lo - 1].lower_ in JOINS or doc[lo - 1].text in (",", ";", ":", "-", "\u2014")):
         lo -= 1
         if lo > 0 and doc[lo].lower_ in JOINS and doc[lo - 1].text == ",":
@@ -561,24 +599,89 @@ def _expand(doc, lo: int, hi: int) -> tuple[int, int]:
             if k < n and doc[k].lower_ in PLACE_NOUNS | {"all"}:
                 hi = k + 1
                 continue
+            if k == hi + 1 and (k >= n or doc[k].is_punct):  # an adverbial particle at the end: "no cups about"
+                hi = k
             break
         hi += 1
     return lo, hi
 
 
-def find_negations(doc, text: str) -> list[Found]:
-    """Every negation in one parsed text, in text order."""
-    quoted = _quoted(text)
+# Words that can start a negation in the rules below (every other token is skipped at once): exact cue words,
+# word starts of the absence verbs, and "-less"/"-free" words.
+CUE_WORDS = frozenset({
+    "no", "nobody", "noone", "no-one", "not", "n't", "never", "nt", "cannot", "without", "w/o", "sans", "minus",
+    "neither", "nor", "zero", "none", "nothing", "nowhere", "instead", "rather", "absent", "gone", "absence",
+    "fail", "fails", "failed", "failing", "free", "less", "n\u2019t",
+}) | OF_ADJ | UN_BY | UN_PERSON | LESS_WORDS
+_CUE_STARTS = ("lack", "omit", "exclud", "miss")
+
+
+def _may_cue(w: str, triggers: frozenset = frozenset()) -> bool:
+    """Whether a lower-case word can start a negation (a cue word of the rules or a family's trigger)."""
+    return w in CUE_WORDS or w in triggers or w.startswith(_CUE_STARTS) or w.endswith(("less", "-free"))
+
+
+_CUE_MEMO: dict[tuple[int, frozenset], bool] = {}
+
+
+def _candidates(doc, families=()) -> list:
+    """The tokens that may start a negation, found from the doc's word-hash array (memoised per word)."""
+    from spacy.attrs import LOWER
+
+    if not len(doc):
+        return []
+    triggers = frozenset().union(*(f.triggers for f in families)) if families else frozenset()
+    strings = doc.vocab.strings
+    memo = _CUE_MEMO
+    if len(memo) > 200_000:
+        memo.clear()
+    out = []
+    for j, h in enumerate(doc.to_array(LOWER).tolist()):
+        key = (h, triggers)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = _may_cue(strings[h].replace("\u2019", "'"), triggers)
+        if hit:
+            out.append(doc[j])
+    return out
+
+
+#: what a family reader returns for a word that looks like a cue and is not one ("room no. 7", "not bad")
+NOT_A_CUE = "not a cue"
+
+
+def find_negations(doc, text: str, families=()) -> list[Found]:
+    """Every negation in one parsed text, in text order.
+
+    ``families``: readers of construction families (:data:`sayno.negation.families.FAMILIES`), tried on every
+    token before the rules below; a reader returns a :class:`Found`, :data:`NOT_A_CUE`, or None (not its
+    construction: the rules below read the token)."""
     n = len(doc)
     found: list[Found] = []
     consumed: set[int] = set()
+    cands = _candidates(doc, families)
+    if not cands:
+        return found
+    quoted = _quoted(text)
     floors = _clause_floors(doc)
-    for t in doc:
+    for t in cands:
         i = t.i
         if i in consumed:
             continue
         w = t.lower_.replace("\u2019", "'")
         if any(a <= t.idx < b for a, b in quoted):
+            continue
+        claimed = None
+        for fam in families:
+            if w in fam.triggers:
+                claimed = fam.read(doc, t, floors[i])
+                if claimed is not None:
+                    break
+        if claimed == NOT_A_CUE:
+            continue
+        if claimed is not None:
+            found.append(claimed)
+            consumed.update(range(i + 1, max([claimed.hi] + [b for _, _, b in claimed.phrases])))
             continue
         nxt = doc[i + 1].lower_ if i + 1 < n else ""
         floor = floors[i]
@@ -625,6 +728,8 @@ def find_negations(doc, text: str) -> list[Found]:
             kind = "det"
         elif w == "zero" and t.dep_ == "nummod" or (w == "zero" and nxt and doc[i + 1].pos_ in NOUNISH):
             phrases, _ = _forward(doc, i + 1, n)
+            if not phrases and t.dep_ == "nummod" and t.head.i > i:  # "zero kites" with "kites" tagged a verb
+                phrases = [_phrase_text(doc, i + 1, t.head.i + 1)]
             if not phrases:
                 continue
             kind = "det"
@@ -744,7 +849,7 @@ def find_negations(doc, text: str) -> list[Found]:
                 k += 1
             presence = verb is None or _lemma(verb.lower_) in PRESENCE or verb.lower_ in PRESENCE
             if k < n and (doc[k].pos_ in NOUNISH | {"DET", "ADJ", "NUM"} or doc[k].lower_ in PERSON_PRONOUNS) \
-                    and not (doc[k].lower_ in PLACE_NOUNS and doc[k].pos_ != "DET"):
+                    and not (doc[k].lower_ in PLACE_NOUNS and doc[k].pos_ not in ("DET", "NUM")):
                 phrases, _ = _forward(doc, k, n, allow_and=False)
             if phrases and phrases[0][1] < n and doc[phrases[0][1]].lower_ in PLACE_NOUNS:
                 phrases = []
@@ -765,10 +870,11 @@ def find_negations(doc, text: str) -> list[Found]:
                 phrases, clause_lo, pred = _backward(doc, t, floor)
             if pred is None:
                 pred = t.head if t.dep_ == "neg" else None
-        elif kind in ("subject-cue",) and t.dep_ in ("nsubj", "nsubjpass") or (kind == "det" and phrases and
-                                                                                 doc[phrases[0][2] - 1].dep_ in
-                                                                                 ("nsubj", "nsubjpass")):
-            head_tok = t if kind == "subject-cue" else doc[phrases[0][2] - 1]
+        elif kind == "subject-cue" and (t.dep_ in ("nsubj", "nsubjpass") or doc[hi - 1].dep_ in (
+                "nsubj", "nsubjpass")) or (kind == "det" and phrases and doc[phrases[0][2] - 1].dep_ in
+                                         ("nsubj", "nsubjpass")):
+            head_tok = (t if t.dep_ in ("nsubj", "nsubjpass") else doc[hi - 1]) if kind == "subject-cue" else \
+                doc[phrases[0][2] - 1]
             pred = head_tok.head
         elif kind in ("word", "back", "verb") and pred is None:
             pred = None

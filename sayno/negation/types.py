@@ -18,6 +18,13 @@ class NegatedPhrase:
     ``cue``: the cue that negates it. ``hedged``: whether the negation is hedged ("probably no dog").
     ``start``/``end``: character span in the original text of the words that name it (for an implied object,
     the span of the word that implies it).
+
+    ``kind``: ``"object"`` (a thing that is absent; the fields above) or ``"predicate"`` (an action, state,
+    attribute or relation of a subject that does not hold: "a horse not galloping"). For a predicate phrase
+    ``text`` is what Glasses repel, the subject with its predicate ("horse galloping", "cup on the shelf",
+    "person swimming in the pool"), ``subject`` is the subject ("horse"; "" when the text names none),
+    ``predicate`` the predicate alone ("galloping") and the span covers the predicate's words (they leave the
+    affirmative text; the subject stays).
     """
 
     text: str
@@ -25,6 +32,28 @@ class NegatedPhrase:
     hedged: bool
     start: int = -1
     end: int = -1
+    kind: str = "object"
+    subject: str = ""
+    predicate: str = ""
+
+    @property
+    def repel(self) -> str:
+        """The text Glasses repel: the object, or the subject with its predicate."""
+        return self.text
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (one entry of ``Analysis.to_dict()["phrases"]``)."""
+        d = {"text": self.text, "kind": self.kind, "cue": self.cue, "hedged": self.hedged,
+             "span": [self.start, self.end]}
+        if self.kind == "predicate":
+            d.update(subject=self.subject, predicate=self.predicate, repel=self.repel)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NegatedPhrase:
+        """Inverse of :meth:`to_dict`."""
+        return cls(d["text"], d["cue"], d["hedged"], *d["span"], kind=d.get("kind", "object"),
+                   subject=d.get("subject", ""), predicate=d.get("predicate", ""))
 
 
 @dataclass(frozen=True)
@@ -76,6 +105,12 @@ class Analysis:
         """Whether any negation is hedged."""
         return any(n.hedged for n in self.negations)
 
+    @property
+    def path(self) -> str:
+        """How a negation-aware scorer should read the text: ``"parse"`` (negated phrases were found),
+        ``"fallback"`` (a cue but no phrase: read the whole caption) or ``"none"`` (no cue)."""
+        return "parse" if self.phrases else "fallback" if self.negations else "none"
+
     def to_dict(self) -> dict:
         """A JSON-ready dict (the shape ``sayno negation --json`` prints)."""
         return {
@@ -83,9 +118,9 @@ class Analysis:
             "negated": self.negated,
             "cue_found": self.cue_found,
             "hedged": self.hedged,
+            "path": self.path,
             "affirmative_text": self.affirmative_text,
-            "phrases": [{"text": p.text, "cue": p.cue, "hedged": p.hedged, "span": [p.start, p.end]}
-                        for p in self.phrases],
+            "phrases": [p.to_dict() for p in self.phrases],
             "negations": [{"cue": n.cue, "span": [n.start, n.end], "clause": list(n.clause), "hedged": n.hedged,
                            "phrases": [p.text for p in n.phrases]} for n in self.negations],
             "parser": self.parser,
@@ -98,7 +133,6 @@ class Analysis:
         phrases = iter(d["phrases"])
         negs = []
         for n in d["negations"]:
-            ps = tuple(NegatedPhrase(p["text"], p["cue"], p["hedged"], *p["span"])
-                       for p in (next(phrases) for _ in n["phrases"]))
+            ps = tuple(NegatedPhrase.from_dict(next(phrases)) for _ in n["phrases"])
             negs.append(Negation(n["cue"], n["span"][0], n["span"][1], ps, n["hedged"], tuple(n["clause"])))
         return cls(d["text"], tuple(negs), d["affirmative_text"], d.get("parser", ""), d.get("truncated", False))

@@ -68,11 +68,22 @@ class ObjectVocabulary:
             return []
         return [self.forms[m.group()] for m in self._re.finditer(_norm_words(text))]
 
+    def _phrase_objects(self, phrase, affirmative: set[str]) -> list[str]:
+        """The objects a phrase negates: all it names for an object phrase; for a predicate phrase those not
+        kept in the affirmative text ("a horse not galloping": the horse is there, only not galloping; "no cow
+        is lying down": no cow)."""
+        objs = self.find(phrase.text)
+        return objs if phrase.kind == "object" else [o for o in objs if o not in affirmative]
+
     def affirmed(self, text: str) -> list[str]:
         """Objects mentioned *outside* every negated phrase (a derived "positive" label)."""
-        negated = {o for p in self._analysis(text).phrases for o in self.find(p.text)}
+        a = self._analysis(text)
+        kept = set(self.find(a.affirmative_text))
+        negated = {o for p in a.phrases for o in self._phrase_objects(p, kept)}
         return [o for o in dict.fromkeys(self.find(text)) if o not in negated]
 
     def negated(self, text: str) -> list[list[str]]:
-        """Per negated phrase of the analysis, the objects it names (may be empty)."""
-        return [self.find(p.text) for p in self._analysis(text).phrases]
+        """Per negated phrase of the analysis, the objects it negates (may be empty)."""
+        a = self._analysis(text)
+        kept = set(self.find(a.affirmative_text))
+        return [self._phrase_objects(p, kept) for p in a.phrases]

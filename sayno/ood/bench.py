@@ -13,6 +13,12 @@ The emoji world (:func:`world_ood_benchmark`): ID classes from the ID categories
 ``near`` (other concepts of those categories), ``far`` (other categories), ``unseen_near`` / ``unseen_far``
 (never-seen concepts, split the same way); the rule is :func:`sayno.world.build.ood_split`.
 
+Rows beyond the baselines and CLIPN (issue 28): GL-MCM (global + local patch features: the images are encoded
+once with their patch tokens, cached beside the features; skipped with a note for an image tower without patch
+tokens), CSP (NegLabel's nouns + the conjugated pool) and AdaNeg (test-time proxies; transductive: its scores
+depend on the other test images, so it sees the ID, OOD and shifted-ID images as one stream in a seeded random
+order, :data:`STREAM_SEED`).
+
 Degenerate inputs: an empty OOD set is listed with ``n = 0`` and no metrics (JSON null) and left out of the
 average; an OOD set or ID folder that does not exist is an error; unreadable images are dropped and counted
 (``bad_rows``); a method that cannot be fitted (NegLabel without a word list) is skipped with a note.
@@ -40,34 +46,54 @@ from sayno.clipn.infer import Clipn
 from sayno.data import DataError, read_class_names, read_image_folder, report_bad_rows, walk_images
 from sayno.errors import InputError
 from sayno.features import FeatureCache, encode_images, encode_texts
+from sayno.ood.adaneg import AdaNeg
 from sayno.ood.clipn_scorers import ClipnATD, ClipnCTW
+from sayno.ood.csp import CSP
+from sayno.ood.glmcm import GLMCM
 from sayno.ood.metrics import accuracy, fpr95_openood, ood_metrics
 from sayno.ood.scorers import MCM, MSP, Energy, MaxLogit, NegLabel, OODScorer, class_templates, template_file
 from sayno.world.build import OOD_SETS
 
 FPR_CONVENTION = "ID positive: share of OOD images accepted at the threshold that accepts 95% of ID images"
 BASELINES = ("MSP", "MaxLogit", "Energy", "MCM", "NegLabel")
+FRONTIER = ("GL-MCM", "CSP", "AdaNeg")  # issue 28's training-free rows
+STREAM_SEED = 0  # the order in which a transductive method (AdaNeg) sees the test images
+
+
+def needs_tokens(scorer: OODScorer) -> bool:
+    """Whether ``scorer`` scores image tokens (N, 1 + P, D) rather than image features (GL-MCM)."""
+    return bool(getattr(scorer, "needs_tokens", False))
+
+
+def wants_tokens(backbone: Backbone, methods: Sequence[str] | None) -> bool:
+    """Whether the table will have a GL-MCM row: asked for (or every method) and a tower with patch tokens."""
+    asked = methods is None or any(m.lower() == GLMCM.name.lower() for m in methods)
+    return asked and backbone.image_token_count() is not None
 
 
 def _features(backbone: Backbone, paths: Sequence[Path], cache: FeatureCache | None, progress: bool,
-              bad: list) -> tuple[np.ndarray, np.ndarray]:
-    """Features (M, D) of the readable images and the (len(paths),) mask of which were readable; the unreadable
-    are added to ``bad``."""
+              bad: list, tokens: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Features (M, D) of the readable images, the (len(paths),) mask of which were readable and, with ``tokens``,
+    their (M, 1 + P, D) image tokens (same forward pass, cached); the unreadable are added to ``bad``."""
     if not paths:
-        return np.zeros((0, backbone.embed_dim), dtype=np.float32), np.zeros(0, dtype=bool)
-    res = encode_images(backbone, list(paths), cache=cache, progress=progress)
+        count = backbone.image_token_count() if tokens else None
+        empty = np.zeros((0, count, backbone.embed_dim), dtype=np.float16) if count else None
+        return np.zeros((0, backbone.embed_dim), dtype=np.float32), np.zeros(0, dtype=bool), empty
+    res = encode_images(backbone, list(paths), cache=cache, progress=progress, tokens=tokens)
     bad.extend(res.bad)
-    return res.features[res.ok_mask], res.ok_mask
+    toks = res.tokens[res.ok_mask] if res.tokens is not None else None
+    return res.features[res.ok_mask], res.ok_mask, toks
 
 
 def make_scorers(backbone: Backbone, names: Sequence[str], *, clipn: Mapping[str, Clipn] | None = None,
                  words: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                  cache: FeatureCache | None = None, notes: list[str] | None = None) -> list[tuple[str, OODScorer]]:
-    """(row name, fitted scorer) for the baselines and, per CLIPN model, CTW and ATD.
+    """(row name, fitted scorer) for the baselines, GL-MCM, CSP, AdaNeg and, per CLIPN model, CTW and ATD.
 
-    Class prompts are encoded once (template-ensembled) and shared by MSP, MaxLogit, Energy and MCM;
-    NegLabel uses its own single template; each CLIPN model encodes its two towers once for both rules.
-    A method that cannot be fitted for want of data (NegLabel without WordNet) is skipped with a note.
+    Class prompts are encoded once (template-ensembled) and shared by MSP, MaxLogit, Energy, MCM and GL-MCM;
+    NegLabel, CSP and AdaNeg use NegLabel's single template (AdaNeg reuses NegLabel's mined negatives); each CLIPN
+    model encodes its two towers once for both rules. A method that cannot be fitted for want of data (NegLabel,
+    CSP or AdaNeg without WordNet; GL-MCM on a tower without patch tokens) is skipped with a note.
     """
     want = None if methods is None else {m.lower() for m in methods}
 
@@ -77,18 +103,37 @@ def make_scorers(backbone: Backbone, names: Sequence[str], *, clipn: Mapping[str
     templates = class_templates()
     check_distinct_classes(backbone.tokenize, list(names), templates)
     rows: list[tuple[str, OODScorer]] = []
+    notes = notes if notes is not None else []
     plain = [c for c in (MSP, MaxLogit, Energy, MCM) if wanted(c.name, c.name)]
-    if plain:
+    glmcm = wanted(GLMCM.name, GLMCM.name)
+    if glmcm and backbone.image_token_count() is None:
+        notes.append(f"GL-MCM skipped: {backbone.spec} has no patch tokens (local features need a ViT image tower)")
+        glmcm = False
+    if plain or glmcm:
         feats = ensemble(encode_texts(backbone, class_prompts(names, templates), cache=cache, progress=False),
                          len(names))
         for cls in plain:
             rows.append((cls.name, cls(logit_scale=backbone.logit_scale).fit(feats)))
-    if wanted("NegLabel", "NegLabel"):
+    neglabel = None
+    if wanted("NegLabel", "NegLabel") or wanted(AdaNeg.name, AdaNeg.name):
         try:
-            rows.append(("NegLabel", NegLabel(backbone=backbone, cache=cache, words=words).fit(list(names))))
+            neglabel = NegLabel(backbone=backbone, cache=cache, words=words).fit(list(names))
         except DataError as e:
-            if notes is not None:
-                notes.append(f"NegLabel skipped: {e}")
+            notes.append(f"NegLabel skipped: {e}")
+        else:
+            if wanted("NegLabel", "NegLabel"):
+                rows.append(("NegLabel", neglabel))
+    if glmcm:
+        rows.append((GLMCM.name, GLMCM().fit(feats)))
+    if wanted(CSP.name, CSP.name):
+        try:  # a user word list: its words are the nouns, there are no adjectives to conjugate
+            kw = {} if words is None else {"nouns": list(words), "adjectives": []}
+            rows.append((CSP.name, CSP(backbone=backbone, cache=cache, **kw).fit(list(names))))
+        except DataError as e:
+            notes.append(f"CSP skipped: {e}")
+    if wanted(AdaNeg.name, AdaNeg.name) and neglabel is not None:
+        rows.append((AdaNeg.name, AdaNeg(backbone=backbone, cache=cache,
+                                         negative_features=neglabel.negative_features_).fit(list(names))))
     for label, model in (clipn or {}).items():
         suffix = f" [{label}]" if label else ""
         texts = None
@@ -125,21 +170,25 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
     names = read_class_names(class_names) if isinstance(class_names, (str, os.PathLike)) else list(class_names)
     id_data = read_image_folder(id_dir, names)
     bad: list = list(id_data.bad_rows)
-    f_id, ok = _features(backbone, id_data.image_paths, cache, progress, bad)
+    tok = wants_tokens(backbone, methods)
+    t_encode = time.perf_counter()
+    f_id, ok, t_id = _features(backbone, id_data.image_paths, cache, progress, bad, tok)
     y_id = id_data.labels[ok]
-    ood_feats, ood_info = {}, {}
+    ood_feats, ood_toks, ood_info = {}, {}, {}
     for set_name, d in ood_dirs.items():
         paths = walk_images(d)
-        ood_feats[set_name], _ = _features(backbone, paths, cache, progress, bad)
+        ood_feats[set_name], _, ood_toks[set_name] = _features(backbone, paths, cache, progress, bad, tok)
         ood_info[set_name] = {"path": str(d), "n": len(ood_feats[set_name])}
     shifted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    shift_toks: dict[str, np.ndarray | None] = {}
     shifted_info = {}
     for set_name, d in (shifted_id or {}).items():
         ds = read_image_folder(d, names)
         bad.extend(ds.bad_rows)
-        fs, oks = _features(backbone, ds.image_paths, cache, progress, bad)
+        fs, oks, shift_toks[set_name] = _features(backbone, ds.image_paths, cache, progress, bad, tok)
         shifted[set_name] = (fs, ds.labels[oks])
         shifted_info[set_name] = {"path": str(d), "n": len(fs)}
+    encode_seconds = round(time.perf_counter() - t_encode, 2)
     if len(f_id) == 0:
         raise DataError(f"{id_dir}: no readable ID images")
 
@@ -148,21 +197,32 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
     methods_out: dict[str, dict] = {}
     timings: dict[str, float] = {}
     scores_for_plots: dict[str, dict[str, np.ndarray]] = {}
-    neg_info = None
+    neg_info = csp_info = None
     for row, scorer in make_scorers(backbone, names, clipn=models, words=words, methods=methods, cache=cache,
                                     notes=notes):
-        if isinstance(scorer, NegLabel):
+        if isinstance(scorer, CSP):
+            csp_info = {"count": len(scorer.negative_features_), "nouns": scorer.n_nouns_,
+                        "examples": (scorer.negative_labels_ or [])[scorer.n_nouns_ or 0:][:20]}
+        if type(scorer) is NegLabel:
             neg_info = {"count": len(scorer.negative_features_), "groups": len(scorer.groups_),
                         "source": "user list" if words is not None else "WordNet nouns+adjectives",
                         "examples": (scorer.negative_labels_ or [])[:20]}
+        if needs_tokens(scorer):  # GL-MCM scores the image tokens (row 0 = the image features)
+            x_id, x_ood = t_id, ood_toks
+            x_shift = {k: (shift_toks[k], v[1]) for k, v in shifted.items()}
+        else:
+            x_id, x_ood, x_shift = f_id, ood_feats, shifted
         t0 = time.perf_counter()
-        s_id = scorer.score_samples(f_id)
-        s_ood = {k: scorer.score_samples(v) for k, v in ood_feats.items()}
-        s_shift = {k: scorer.score_samples(v[0]) for k, v in shifted.items()}
+        if getattr(scorer, "transductive", False):
+            s_id, s_ood, s_shift = stream_scores(scorer, x_id, x_ood, {k: v[0] for k, v in x_shift.items()})
+        else:
+            s_id = scorer.score_samples(x_id)
+            s_ood = {k: scorer.score_samples(v) for k, v in x_ood.items()}
+            s_shift = {k: scorer.score_samples(v[0]) for k, v in x_shift.items()}
         timings[row] = round(time.perf_counter() - t0, 4)
-        methods_out[row] = _row_metrics(scorer, f_id, y_id, s_id, s_ood, shifted, s_shift, openood_fpr)
+        methods_out[row] = _row_metrics(scorer, x_id, y_id, s_id, s_ood, x_shift, s_shift, openood_fpr)
         if scorer.has_rule:  # the method's own decision: the share of each set it calls OOD
-            for k, v in ood_feats.items():
+            for k, v in x_ood.items():
                 if len(v):
                     methods_out[row][f"{k} flagged OOD %"] = 100.0 * float(np.mean(scorer.decision_function(v) < 0))
         scores_for_plots[row] = {"ID": s_id, **{k: v for k, v in s_ood.items() if len(v)}}
@@ -176,7 +236,8 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
         "fpr_convention": FPR_CONVENTION + ("; 'FPR95 (OpenOOD)': OOD positive, share of ID flagged at 95% of OOD"
                                             " flagged" if openood_fpr else ""),
         "templates": {"file": "clipn_templates.json", **_templates_info()},
-        "negative_labels": neg_info, "scoring_seconds": timings, "bad_rows": len(bad), "notes": notes,
+        "negative_labels": neg_info, "csp_labels": csp_info, "scoring_seconds": timings, "encoding_seconds": encode_seconds,
+        "local_features": bool(tok), "stream_seed": STREAM_SEED, "bad_rows": len(bad), "notes": notes,
         "sayno_version": sayno.__version__, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     for k, m in models.items():
@@ -187,6 +248,25 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
     if console is not None and bad:
         report_bad_rows(bad, console)
     return result
+
+
+def stream_scores(scorer: OODScorer, x_id: np.ndarray, x_ood: Mapping[str, np.ndarray],
+                  x_shift: Mapping[str, np.ndarray], seed: int = STREAM_SEED
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A transductive scorer's scores when it sees every set as one test stream, in a ``default_rng(seed)``
+    random order: (ID scores, {OOD set: scores}, {shifted set: scores}), each in its set's order."""
+    parts = [("", x_id), *(("ood", k, v) for k, v in x_ood.items()), *(("shift", k, v) for k, v in x_shift.items())]
+    arrays = [p[-1] for p in parts]
+    sizes = [len(a) for a in arrays]
+    allx = np.concatenate(arrays) if sum(sizes) else arrays[0]
+    order = np.random.default_rng(seed).permutation(len(allx))
+    scores = np.empty(len(allx))
+    if len(allx):
+        scores[order] = scorer.score_samples(allx[order])
+    chunks = np.split(scores, np.cumsum(sizes)[:-1])
+    s_ood = {p[1]: c for p, c in zip(parts[1:], chunks[1:]) if p[0] == "ood"}
+    s_shift = {p[1]: c for p, c in zip(parts[1:], chunks[1:]) if p[0] == "shift"}
+    return chunks[0], s_ood, s_shift
 
 
 def _templates_info() -> dict:

@@ -37,20 +37,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from sayno.backbones import load
 from sayno.base.shipped import shipped_weights
 from sayno.checkpoint import Envelope, atomic_path, read_header
+from sayno.cliutil import progress_bar
 from sayno.data.errors import BadRow
 from sayno.data.images import IMAGE_EXTENSIONS, to_rgb
 from sayno.glasses.checkpoint import FORMAT as GLASSES_FORMAT
+from sayno.glasses.model import load_glasses
 from sayno.glasses.training_free import TRAINING_FREE, TrainingFreeGlasses, is_training_free
 from sayno.glasses.training_free import identity as training_free_identity
 from sayno.runtime import torch_threads
 from sayno.search.ann import build_coarse, check_kind, index_info
-from sayno.search.milvus import MilvusStore, check_backend, collection_name
+from sayno.search.match import section as match_section
+from sayno.search.milvus import MilvusStore, MilvusSync, backend_section, check_backend, content_keys
 from sayno.search.scan import Scanned, scan_images
 from sayno.search.shards import (
     INCOMING_PREFIX,
@@ -72,6 +74,7 @@ from sayno.search.store import (
     SearchError,
     current_version,
     is_index,
+    read_envelope,
     read_index,
     recorded_versions,
     write_version,
@@ -153,9 +156,11 @@ def file_sha1(path: str | os.PathLike) -> str:
 
 
 def glasses_identity(path: Path | str | None, backbone) -> dict | None:
-    """``{"path", "sha1"}`` of a Glasses checkpoint, after checking (from its header) that it is one and was
-    trained on ``backbone`` (:class:`sayno.errors.BackboneMismatch` otherwise); for ``"training-free"`` its
-    identity (kind, version, settings; the calibration is added at the end of the build)."""
+    """``{"path", "sha1"}`` of a Glasses checkpoint, after checking that it is one, was trained on ``backbone``
+    (:class:`sayno.errors.BackboneMismatch` otherwise) and loads whole (:func:`sayno.glasses.model.load_glasses`:
+    config, tensors, shapes; a one-line :class:`~sayno.checkpoint.CheckpointError` otherwise); for
+    ``"training-free"`` its identity (kind, version, settings; the calibration is added at the end of the
+    build)."""
     if path is None:
         return None
     if is_training_free(path):
@@ -164,6 +169,7 @@ def glasses_identity(path: Path | str | None, backbone) -> dict | None:
     if envelope.format != GLASSES_FORMAT:
         raise SearchError(f"{path}: not a Glasses checkpoint (format {envelope.format!r})")
     envelope.check_backbone(backbone.fingerprint, backbone.spec, str(path))
+    load_glasses(path, backbone)  # the whole checkpoint (config, tensors, shapes) loads, or one-line error now
     return {"path": str(path), "sha1": file_sha1(path)}
 
 
@@ -269,8 +275,7 @@ def _as_list(batch: list) -> list:
 def _progress(enabled: bool) -> Progress | contextlib.nullcontext:
     if not enabled:
         return contextlib.nullcontext()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=False)
+    return progress_bar()  # readable in logs too (sayno.cliutil.LogProgress)
 
 
 NEW, REUSED, BAD = 1, 2, 3  # what became of a job (_Part.state)
@@ -314,7 +319,12 @@ def _encode_jobs(backbone, root: Path, paths: PathColumn, jobs: np.ndarray, know
                     good.append(px)
             if good:
                 with torch.no_grad():
-                    vectors.extend(backbone.encode_image(torch.stack(good)).float().cpu().numpy())
+                    block = backbone.encode_image(torch.stack(good)).float().cpu().numpy()
+                try:
+                    vectors.extend(block)
+                except OSError as e:  # a full disk while encoding: one line, as the write stage says it
+                    raise SearchError(f"{vectors.path.parent}: cannot write the index ({e.strerror or e}); "
+                                      "nothing changed, the live version is as it was") from e
             if bar is not None:
                 bar.advance(task, len(batch))
     return part
@@ -636,16 +646,17 @@ def _merge(out: Path, folder: Path, scanned: Scanned, plan: _Plan, old: IndexDat
     if is_training_free(glasses):  # calibrated on the indexed vectors, stored with the index
         glasses = TrainingFreeGlasses.from_backbone(backbone, reference_images=np.load(feats, mmap_mode="r")
                                                     ).identity()
+    match = match_section(glasses, backbone, np.load(feats, mmap_mode="r"))  # "nothing here matches" (match.py)
     envelope = Envelope(
         FORMAT, FORMAT_VERSION, backbone.fingerprint, backbone.spec, asdict(cfg),
         {"embed_dim": dim, "logit_scale": float(backbone.logit_scale), "glasses": glasses, "root": str(folder),
          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
          "build": {"encoded": encoded, "reused": int(len(keep_rows) - encoded), "removed": removed,
                    "processes": world},
-         "bad": [{"path": b.file, "reason": b.reason} for b in bad]})
+         "bad": [{"path": b.file, "reason": b.reason} for b in bad], "match": match})
     writers = None
     try:  # the caller holds the writer lock
-        writers = _IndexWriters(out, cfg, old, source[keep_rows])
+        writers = _IndexWriters(out, cfg, old, source[keep_rows], table)
         version = write_version(out, feats, table, envelope, coarse=writers.coarse, publish=writers.publish)
         writers.drop_stale()
     finally:
@@ -669,12 +680,15 @@ def _old_rows(old: IndexData | None):
 
 class _IndexWriters:
     """The coarse index (:func:`sayno.search.ann.build_coarse`: flat or IVF, keeping the previous version's
-    cells when they fit) and, for the milvus backend, the upload of a version before it goes live."""
+    cells when they fit) and, for the milvus backend, the rows a version adds sent before it goes live and the
+    rows it dropped deleted after (:class:`sayno.search.milvus.MilvusSync`; the first build uploads them all)."""
 
-    def __init__(self, out: Path, cfg: IndexConfig, old: IndexData | None, source: np.ndarray):
-        self.out, self.cfg, self.old, self.source = out, cfg, old, source
+    def __init__(self, out: Path, cfg: IndexConfig, old: IndexData | None, source: np.ndarray, table: FileTable):
+        self.out, self.cfg, self.old, self.source, self.table = out, cfg, old, source, table
         self.kind, self.notes = "", []
         self.store = MilvusStore(cfg.uri) if cfg.backend == "milvus" else None
+        previous = None if old is None else (backend_section(old), content_keys(old.files.sha1.raw))
+        self.milvus = MilvusSync(self.store, out, previous) if self.store is not None else None
 
     def coarse(self, vectors: np.ndarray) -> tuple[object, dict]:
         old = self.old
@@ -687,15 +701,22 @@ class _IndexWriters:
         return index, {"index": info}
 
     def publish(self, version: str, vectors: np.ndarray) -> dict:
-        if self.store is None:
+        if self.milvus is None:
             return {"backend": {"kind": "faiss"}}
-        return {"backend": self.store.upload(collection_name(self.out, version), vectors)}
+        section = self.milvus.publish(version, vectors, content_keys(self.table.sha1.raw))
+        self.notes.extend(self.milvus.notes)
+        return {"backend": section}
 
     def drop_stale(self) -> None:
-        """Drop this index's Milvus collections of versions no longer on disk (best effort)."""
-        if self.store is not None:
-            with contextlib.suppress(SearchError):
-                self.store.drop_stale(self.out, set(recorded_versions(self.out)) | {current_version(self.out)})
+        """Milvus, once the version is live: delete the rows it dropped, then this index's collections that no
+        version on disk names (best effort)."""
+        if self.milvus is not None:
+            keep = set()
+            for v in set(recorded_versions(self.out)) | {current_version(self.out)}:
+                with contextlib.suppress(SearchError, OSError, AttributeError):
+                    keep.add((read_envelope(self.out / v / "meta.json").sections.get("backend") or {}
+                              ).get("collection"))
+            self.milvus.finish(keep - {None})
 
     def close(self) -> None:
         if self.store is not None:

@@ -2,6 +2,7 @@
 
     sayno index build DIR --out INDEX [--model SPEC] [--glasses CKPT|auto|none] [--workers N] [--rebuild] [--force]
     sayno search INDEX "a beach with no people" [-k 20] [--json] [--mode auto|clip] [--rerank 20]
+    sayno search INDEX "a beach" - people + 2:sunset [--add TERM] [--subtract TERM] [--matches-only]
 
 ``sayno index build`` under ``torchrun --nproc_per_node N`` encodes with N processes into one index.
 ``sayno serve`` lives in :mod:`sayno.serve.cli`.
@@ -23,6 +24,7 @@ from sayno.search.build import BuildReport, IndexConfig, build_index
 from sayno.search.milvus import check_backend
 from sayno.search.query import Searcher, SearchResult, validate_query
 from sayno.search.store import read_index
+from sayno.search.terms import parse_terms
 
 INDEX_HELP = "Image indexes for negation-aware search."
 
@@ -79,7 +81,8 @@ def _report_dict(report: BuildReport) -> dict:
 
 def search(
     index: Path = typer.Argument(..., help="Index folder (from `sayno index build`)."),
-    query: str = typer.Argument(..., help='What the images should show, e.g. "a beach with no people".'),
+    query: list[str] = typer.Argument(..., help='What the images should show, e.g. "a beach with no people"; '
+                                      'rclip-style terms may follow: "a beach" - people + 2:sunset.'),
     k: int = typer.Option(20, "-k", "--top", help="Number of results."),
     mode: str = typer.Option("auto", help="auto (Glasses when the query negates) | clip (always plain CLIP)."),
     rerank: int = typer.Option(0, min=0, help="Re-rank the top N with the image-conditioned Glasses lambda."),
@@ -90,14 +93,23 @@ def search(
     backend: str | None = typer.Option(None, help="faiss | milvus (default: where the index was built to be "
                                        "searched)."),
     uri: str | None = typer.Option(None, help="Milvus address, when not the one the index was built with."),
+    add: list[str] = typer.Option([], "--add", "-a", help="A term to add (text, or an image path ./cat.jpg; "
+                                  "a weight as 2:sunset); repeatable."),
+    subtract: list[str] = typer.Option([], "--subtract", "--sub", "-s", help="A term to subtract; repeatable."),
+    matches_only: bool = typer.Option(False, "--matches-only", help="Only images that pass the index's match "
+                                      "test (docs/SEARCH.md, \"Match threshold\")."),
 ) -> None:
-    """Search an index: the Glasses score when the query negates, plain CLIP otherwise."""
+    """Search an index: the Glasses score when the query negates, plain CLIP otherwise. rclip-style terms:
+    \"a beach\" - people + 2:sunset (the query vector e(q) + sum w*e(add) - sum w*e(sub), renormalised)."""
+    query = " ".join(query)  # the terms are read from the words (sayno.search.terms), as on the web page
     guard(validate_query, query, k)  # bad input fails before any model is loaded
+    guard(parse_terms, query, add, subtract)
     guard(read_index, index)
     guard(check_backend, backend, uri)
     with torch_threads(threads):  # the model loads with the same threads as the search
         searcher = guard(Searcher, index, model=model, glasses=glasses, threads=threads, backend=backend, uri=uri)
-        result = guard(searcher.search, query, k, mode=mode, rerank=rerank)
+        result = guard(searcher.search, query, k, mode=mode, rerank=rerank, add=add, subtract=subtract,
+                       matches_only=matches_only)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
     else:
@@ -110,13 +122,29 @@ def _print_result(result: SearchResult) -> None:
     how = (result.glasses or "CLIPGlasses") if result.method == "glasses" else "plain CLIP"
     if result.method == "glasses":
         how += " (leaving out: " + ", ".join(f"{p['phrase']} lambda={p['lambda']:.2f}" for p in result.phrases) + ")"
-    table = Table(title=f"{result.query!r}: {how}, {result.index_size} images, {result.ms:.0f} ms")
+    if len(result.terms) > 1 or result.reading != f'"{result.query}"':
+        err.print(f"read as: {result.reading}  (subtracted terms repel; added ones attract)")
+    test = result.match_test
+    if test:
+        err.print(f"match test: {_describe_test(test)} (tau={test.get('tau')})")
+    title = f"{result.query!r}: {how}, {result.index_size} images, {result.ms:.0f} ms"
+    if result.no_match:
+        err.print(f"[bold]{result.no_match}[/]" + (" (the nearest images follow)" if result.hits else ""))
+    table = Table(title=title)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
+    table.add_column("match")
     table.add_column("path")
     for h in result.hits:
-        table.add_row(str(h.rank), f"{h.score:.2f}" + ("*" if h.refined else ""), h.file)
-    console.print(table)
+        table.add_row(str(h.rank), f"{h.score:.2f}" + ("*" if h.refined else ""), "yes" if h.match else "no", h.file)
+    if result.hits:
+        console.print(table)
+
+
+def _describe_test(test: dict) -> str:
+    """``cat present, dog absent``."""
+    parts = [f"{p} present" for p in test.get("wanted", [])] + [f"{p} absent" for p in test.get("unwanted", [])]
+    return ", ".join(parts) or "nothing asked (every image matches)"
 
 
 def register(app: typer.Typer) -> None:

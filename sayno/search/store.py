@@ -32,6 +32,7 @@ one-line :class:`SearchError` ("rebuild the index").
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import io
@@ -39,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import time
 import uuid
@@ -50,7 +52,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from sayno.checkpoint import CheckpointError, Envelope, atomic_path
+from sayno.config import ConfigError
 from sayno.errors import BackboneMismatch, SaynoError
+from sayno.glasses.training_free import Calibration, is_training_free
 from sayno.search.shards import NpyRows
 from sayno.search.table import FileTable
 
@@ -66,11 +70,22 @@ TMP_PREFIX = ".tmp-"
 KEEP_VERSIONS = 2  # the live version and the one before it
 WRITE_CHUNK = 65_536  # rows encoded at a time into a streamed flat index file
 VERSION_FILES = ("meta.json", "files.npz", "vectors.npy", "search.faiss")
-_VERSION_NAME = re.compile(r"v-[0-9A-Za-z][0-9A-Za-z._-]*")
+_VERSION_NAME = re.compile(r"v-[0-9A-Za-z][0-9A-Za-z._-]{0,200}")  # at most 203 characters (NAME_MAX is 255)
+MAX_POINTER_BYTES = 4096  # CURRENT holds one version name: anything longer is not read
+MAX_META_DEPTH = 32  # meta.json nests 4 deep; deeper JSON is refused (100,000 deep overflowed the parser)
+BACKEND_KINDS = ("faiss", "milvus")  # sayno.search.milvus.BACKENDS
+INDEX_KINDS = ("flat", "ivf")  # what a version records (sayno.search.ann)
+MATCH_SECTION = "match"  # sayno.search.match.SECTION
+REBUILD = "the index is damaged, rebuild it (sayno index build --rebuild)"
 
 
 class SearchError(SaynoError, ValueError):
     """Bad input for indexing or search (a one-line message for the CLI and the HTTP API)."""
+
+
+class IndexFileError(SearchError):
+    """A file of an index that cannot be used (not a regular file, unreadable, malformed, a value of the wrong
+    type): the message names the file and what is wrong, and says to rebuild the index."""
 
 
 class IndexMismatch(SearchError):
@@ -263,29 +278,42 @@ def write_faiss(index: object, path: str | os.PathLike) -> None:
 def is_index(path: str | os.PathLike) -> bool:
     """Whether ``path`` holds a sayno index (a ``CURRENT`` file naming a version folder)."""
     try:
-        return _VERSION_NAME.fullmatch((Path(path) / POINTER).read_text().strip()) is not None
-    except (OSError, UnicodeDecodeError):
+        return _VERSION_NAME.fullmatch(_read_pointer(Path(path))) is not None
+    except (OSError, UnicodeDecodeError, SearchError):
         return False
+
+
+def _read_pointer(root: Path) -> str:
+    """The stripped text of ``root/CURRENT`` (OSError as ``open`` raises it; :class:`IndexFileError` for
+    something that is not a regular file or longer than :data:`MAX_POINTER_BYTES`)."""
+    path = root / POINTER
+    with _open_regular(path) as f:
+        raw = f.read(MAX_POINTER_BYTES + 1)
+    if len(raw) > MAX_POINTER_BYTES:
+        raise IndexFileError(f"{path}: longer than {MAX_POINTER_BYTES} bytes, not one version name: {REBUILD}")
+    return raw.decode("utf-8").strip()
 
 
 def current_version(root: str | os.PathLike) -> str:
     """The live version folder's name ('' when the folder holds no index); :class:`SearchError` when
     ``CURRENT`` names anything but a version folder inside ``root`` (``../x``, ``/etc``, garbage)."""
     try:
-        name = (Path(root) / POINTER).read_text().strip()
+        name = _read_pointer(Path(root))
     except (FileNotFoundError, NotADirectoryError):
         return ""
     except (OSError, UnicodeDecodeError) as e:
-        raise SearchError(f"{root}: cannot read {POINTER} ({e}): the index is damaged, rebuild it") from e
+        reason = getattr(e, "strerror", None) or type(e).__name__
+        raise IndexFileError(f"{root}: cannot read {POINTER} ({reason}): {REBUILD}") from None
     if not _VERSION_NAME.fullmatch(name):
-        raise SearchError(f"{root}: {POINTER} names {name[:60]!r}, not a version folder of this index: the index "
-                          "is damaged, rebuild it (sayno index build --rebuild)")
+        raise IndexFileError(f"{root}: {POINTER} names {name[:60]!r}, not a version folder of this index: the "
+                             "index is damaged, rebuild it (sayno index build --rebuild)")
     return name
 
 
 def read_index(root: str | os.PathLike, retries: int = 20, *, coarse: bool | None = True) -> IndexData:
     """Load the live version of the index at ``root``; raises :class:`SearchError` when there is none or it
-    is damaged. Never fails because a concurrent build replaced or removed the version being opened.
+    is damaged (:class:`IndexFileError` naming the file). Never fails because a concurrent build replaced or
+    removed the version being opened.
 
     coarse: load the faiss index (True; searching needs it); None: only an IVF one (a build that updates the
     index keeps its cells; a flat one, 2*D bytes per image in memory, is not needed), else ``IndexData.coarse``
@@ -300,7 +328,7 @@ def read_index(root: str | os.PathLike, retries: int = 20, *, coarse: bool | Non
             raise SearchError(f"{root}: not a sayno index (no {POINTER} file; build one with `sayno index build`)")
         try:
             files = _open_version(root / version)
-        except (FileNotFoundError, NotADirectoryError) as e:  # removed by a writer after CURRENT was read
+        except FileNotFoundError as e:  # removed by a writer after CURRENT was read
             last = e
             time.sleep(0.01)
             continue
@@ -314,39 +342,89 @@ def read_index(root: str | os.PathLike, retries: int = 20, *, coarse: bool | Non
 
 def _open_version(folder: Path) -> dict[str, BinaryIO]:
     """Every file of a version, open (FileNotFoundError when a writer removed it). Open files stay readable
-    after the folder is removed, so nothing below depends on the folder staying."""
+    after the folder is removed, so nothing below depends on the folder staying. The folder and its files
+    must be what a build writes, a folder and regular files: a symbolic link (``v-x -> /elsewhere``), a FIFO
+    or a folder where a file belongs is an :class:`IndexFileError`, never followed or waited on."""
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if e.errno == errno.ENOTDIR and folder.is_symlink():  # O_NOFOLLOW with O_DIRECTORY: ENOTDIR on Linux
+            e = OSError(errno.ELOOP, "a symbolic link")
+        raise IndexFileError(f"{folder}: {_open_problem(e, 'version folder')}: {REBUILD}") from None
     opened: dict[str, BinaryIO] = {}
     try:
         for name in VERSION_FILES:
-            opened[name] = open(folder / name, "rb")  # noqa: SIM115 - closed by read_index
+            opened[name] = _open_regular(folder / name, folder_fd)
     except BaseException:
         for f in opened.values():
             f.close()
         raise
+    finally:
+        os.close(folder_fd)
     return opened
 
 
+def _open_regular(path: Path, dir_fd: int | None = None) -> BinaryIO:
+    """``path`` opened for reading when it is a regular file (a symbolic link is not followed when
+    ``dir_fd`` is given: ``path.name`` is opened inside that folder). FileNotFoundError passes; anything else
+    that is not a regular file is an :class:`IndexFileError` (a FIFO is not waited on)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if dir_fd is not None else 0)
+    try:
+        fd = os.open(path.name if dir_fd is not None else path, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise IndexFileError(f"{path}: {_open_problem(e, 'file')}: {REBUILD}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise IndexFileError(f"{path}: {what}, not the file an index build writes: {REBUILD}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _open_problem(e: OSError, what: str) -> str:
+    if e.errno == errno.ELOOP:
+        return f"a symbolic link, not a {what} this index wrote (not followed)"
+    if e.errno == errno.ENOTDIR:
+        return f"not a {what}"
+    return f"cannot open ({e.strerror or type(e).__name__})"
+
+
 def _load_version(folder: Path, files: dict[str, BinaryIO], load_coarse: bool | None = True) -> IndexData:
-    """An :class:`IndexData` from a version's open files; a damaged file is a :class:`SearchError`.
+    """An :class:`IndexData` from a version's open files; a damaged file is an :class:`IndexFileError`.
     load_coarse: as ``read_index``'s ``coarse``."""
     faiss = _faiss()
-    damaged = f"{folder}: the index is damaged, rebuild it (sayno index build --rebuild)"
-    envelope = parse_envelope(files["meta.json"].read(), str(folder))
+    envelope = parse_envelope(_read_meta(files["meta.json"], folder), str(folder))
+    dim = int(envelope.sections["embed_dim"])
+    name = "files.npz"
     try:
-        dim = int(envelope.sections["embed_dim"])
-        with np.load(files["files.npz"], allow_pickle=False) as z:
+        with np.load(files[name], allow_pickle=False) as z:
             table = FileTable.from_npz(z)
-        vectors = _memmap_npy(files["vectors.npy"])
+        name = "vectors.npy"
+        vectors = _memmap_npy(files[name])
+        name = "search.faiss"
         if load_coarse is None:
             load_coarse = (envelope.sections.get("index") or {}).get("kind") == "ivf"
-        coarse = faiss.read_index(faiss.PyCallbackIOReader(files["search.faiss"].read)) if load_coarse else None
+        coarse = faiss.read_index(faiss.PyCallbackIOReader(files[name].read)) if load_coarse else None
     except Exception as e:  # noqa: BLE001 - numpy, zipfile and faiss raise many types for a damaged file
-        raise SearchError(f"{damaged} ({type(e).__name__}: {' '.join(str(e).split())[:100]})") from None
+        raise IndexFileError(f"{folder / name}: {REBUILD} ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:100]})") from None
     entries, coarse_dim = (coarse.ntotal, coarse.d) if coarse is not None else (len(table), dim)
     if vectors.shape != (len(table), dim) or entries != len(table) or coarse_dim != dim:
-        raise SearchError(f"{folder}: vectors {vectors.shape} and {entries} coarse entries for "
-                          f"{len(table)} files (embed_dim {dim}): the index is damaged, rebuild it")
+        raise IndexFileError(f"{folder}: vectors {vectors.shape} and {entries} coarse entries for "
+                             f"{len(table)} files (embed_dim {dim}): {REBUILD}")
     return IndexData(vectors, coarse, table, envelope, folder.name, folder)
+
+
+def _read_meta(f: BinaryIO, folder: Path) -> bytes:
+    try:
+        return f.read()
+    except OSError as e:
+        raise IndexFileError(f"{folder / 'meta.json'}: cannot read ({e.strerror or e}): {REBUILD}") from None
 
 
 def _memmap_npy(f: BinaryIO) -> np.ndarray:
@@ -363,28 +441,170 @@ def _memmap_npy(f: BinaryIO) -> np.ndarray:
 
 
 def read_envelope(path: Path) -> Envelope:
-    """The envelope in a version's ``meta.json`` (format versions 1 and 2); raises :class:`SearchError` for
-    another format or version ("rebuild the index")."""
-    return parse_envelope(Path(path).read_bytes(), str(Path(path).parent))
+    """The envelope in a version's ``meta.json`` (format versions 1 to 3); raises :class:`SearchError` for
+    another format or version, :class:`IndexFileError` for a file that is not a sound ``meta.json``."""
+    path = Path(path)
+    try:
+        with _open_regular(path) as f:
+            text = _read_meta(f, path.parent)
+    except FileNotFoundError:
+        raise IndexFileError(f"{path}: no such file: {REBUILD}") from None
+    return parse_envelope(text, str(path.parent))
 
 
 def parse_envelope(text: bytes | str, where: str) -> Envelope:
-    """The envelope in the bytes of a ``meta.json`` (format versions 1 and 2); :class:`SearchError` for
-    anything else ("rebuild the index")."""
+    """The envelope in the bytes of a version's ``meta.json`` (``where``: the version folder), every value
+    sayno reads from it checked (:func:`check_meta`); :class:`IndexFileError` naming the file and what is
+    wrong for anything else, :class:`SearchError` for another format or version ("rebuild the index")."""
+    file = f"{where}/meta.json"
     try:
         meta = json.loads(text)
+    except RecursionError:
+        raise IndexFileError(f"{file}: JSON nested too deep: {REBUILD}") from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise SearchError(f"{where}: meta.json is not valid JSON ({e}): the index is damaged, rebuild it "
-                          "(sayno index build --rebuild)") from None
+        raise IndexFileError(f"{file}: not valid JSON ({' '.join(str(e).split())[:100]}): {REBUILD}") from None
     if not isinstance(meta, dict):
-        raise SearchError(f"{where}: meta.json is not a JSON object: the index is damaged, rebuild it")
+        raise IndexFileError(f"{file}: not a JSON object: {REBUILD}")
     if meta.get("format") == FORMAT and "format_version" in meta:
         meta = _from_version_1(meta)
+    check_meta(meta, file)
     try:
         return Envelope.from_dict(meta, where).expect(FORMAT, READABLE_VERSIONS, where)
     except CheckpointError as e:
         raise SearchError(f"{e}: not an index this sayno reads, rebuild the index (sayno index build "
                           "--rebuild)") from e
+
+
+# ------------------------------------------------------------------------------------------ meta.json
+def check_meta(meta: dict[str, Any], file: str) -> None:
+    """:class:`IndexFileError` (``file``: what it names) unless every value sayno reads from a version's
+    ``meta.json`` has the type and range a build writes: the indexed folder ``root`` (an absolute path),
+    ``embed_dim``, ``count``, the ``config``, the ``glasses`` identity (with a training-free ``calibration`` of
+    finite numbers and a ``mu`` of ``embed_dim`` values), the ``backend`` and ``index`` sections and the
+    unreadable files ``bad``; nesting is at most :data:`MAX_META_DEPTH` deep."""
+
+    def bad(what: str) -> IndexFileError:
+        return IndexFileError(f"{file}: {what}: {REBUILD}")
+
+    if _depth(meta) > MAX_META_DEPTH:
+        raise bad(f"JSON nested more than {MAX_META_DEPTH} deep")
+    for key in ("format", "version"):
+        if not isinstance(meta.get(key), (str, int)) or isinstance(meta.get(key), bool):
+            raise bad(f"{key} is {_shown(meta.get(key))}, not a string")
+    for key in ("backbone_fingerprint", "backbone_spec"):
+        if not isinstance(meta.get(key), (str, type(None))):
+            raise bad(f"{key} is {_shown(meta.get(key))}, not a string")
+    if not isinstance(meta.get("config"), (dict, type(None))):
+        raise bad(f"config is {_shown(meta.get('config'))}, not a JSON object")
+    if meta.get("format") != FORMAT:
+        return  # another file's envelope: refused by the format check, with its own message
+    root = meta.get("root")
+    if not isinstance(root, str) or not os.path.isabs(root) or "\x00" in root:
+        raise bad(f"root (the indexed folder) is {_shown(root)}, not an absolute path")
+    dim = meta.get("embed_dim")
+    if not _is_int(dim) or not 1 <= dim <= 65536:
+        raise bad(f"embed_dim is {_shown(dim)}, not a vector size from 1 to 65536")
+    if "count" in meta and (not _is_int(meta["count"]) or meta["count"] < 0):
+        raise bad(f"count is {_shown(meta['count'])}, not a number of images")
+    rows = meta.get("bad", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("path"), str)
+                                             and isinstance(r.get("reason"), str) for r in rows):
+        raise bad("bad (the unreadable files) is not a list of {path, reason}")
+    _check_glasses(meta.get("glasses"), dim, bad)
+    if meta.get(MATCH_SECTION) is not None:  # the label-free match test's calibration (sayno.search.match)
+        _check_calibration(meta[MATCH_SECTION], dim, f"{MATCH_SECTION} calibration", bad)
+    _check_section(meta, "backend", "kind", BACKEND_KINDS, bad)
+    if (meta.get("backend") or {}).get("kind") == "milvus":
+        for key in ("uri", "collection"):
+            if not isinstance(meta["backend"].get(key), str) or not meta["backend"][key]:
+                raise bad(f"backend {key} is {_shown(meta['backend'].get(key))}, not a string")
+    _check_section(meta, "index", "kind", INDEX_KINDS, bad)
+    for key in ("nlist", "nprobe", "trained_count", "trained_sample"):
+        value = (meta.get("index") or {}).get(key, 0)
+        if not _is_int(value) or value < 0:
+            raise bad(f"index {key} is {_shown(value)}, not a count")
+
+
+def _check_glasses(glasses: object, dim: int, bad: Callable[[str], IndexFileError]) -> None:
+    """The ``glasses`` section: None, or ``{"path", "sha1", ...}`` (training-free: with its calibration)."""
+    if glasses is None:
+        return
+    if not isinstance(glasses, dict):
+        raise bad(f"glasses is {_shown(glasses)}, not a JSON object")
+    for key in ("path", "sha1"):
+        if not isinstance(glasses.get(key), str) or not glasses[key]:
+            raise bad(f"glasses {key} is {_shown(glasses.get(key))}, not a string")
+    stored = glasses.get("calibration")
+    if stored is None and not is_training_free(glasses):
+        return
+    if stored is None:
+        raise bad("the training-free Glasses have no calibration")
+    _check_calibration(stored, dim, "glasses calibration", bad)
+
+
+def _check_calibration(stored: object, dim: int, what: str, bad: Callable[[str], IndexFileError]) -> None:
+    """A stored :class:`sayno.glasses.Calibration`: its keys, finite ``lam, tau, level, base_mu``, numbers (or
+    null: not measured) for the rest, ``mu`` None or ``dim`` finite numbers."""
+    if not isinstance(stored, dict):
+        raise bad(f"{what} is {_shown(stored)}, not a JSON object")
+    values = dict(stored)
+    mu = values.pop("mu", None)
+    try:
+        cal = Calibration.from_dict(values)
+    except (ConfigError, TypeError) as e:
+        raise bad(f"{what}: {' '.join(str(e).split())[:120]}") from None
+    for name in ("lam", "tau", "level", "base_mu"):  # what scores are made of: a NaN here is a NaN score
+        if not _is_number(getattr(cal, name)) or not np.isfinite(getattr(cal, name)):
+            raise bad(f"{what} {name} is {_shown(stored.get(name))}, not a finite number")
+    for name in ("present", "absent", "spread_affirmative", "spread_relative"):  # measured, may be unknown
+        if not _is_number(getattr(cal, name)):
+            raise bad(f"{what} {name} is {_shown(stored.get(name))}, not a number or null")
+    if not _is_int(cal.reference) or not isinstance(cal.fallback, bool):
+        raise bad(f"{what} reference/fallback are not a count and a true/false")
+    if mu is not None and (not isinstance(mu, list) or len(mu) != dim
+                           or not all(_is_number(x) and np.isfinite(x) for x in mu)):
+        raise bad(f"{what} mu is not a list of {dim} finite numbers")
+
+
+def _check_section(meta: dict, name: str, key: str, allowed: tuple[str, ...],
+                   bad: Callable[[str], IndexFileError]) -> None:
+    section = meta.get(name)
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise bad(f"{name} is {_shown(section)}, not a JSON object")
+    if section.get(key) not in allowed:
+        raise bad(f"{name} {key} is {_shown(section.get(key))}, not one of {', '.join(allowed)}")
+
+
+def _depth(value: object) -> int:
+    """How deep lists and objects nest in parsed JSON (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_META_DEPTH:
+            stack.extend((c, level + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A value as a short repr for a message (its type for a container)."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'list'}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _from_version_1(meta: dict[str, Any]) -> dict[str, Any]:

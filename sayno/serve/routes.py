@@ -8,14 +8,16 @@ in the thread pool; the light ones are plain ``def`` routes (also the thread poo
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime
-from collections.abc import AsyncIterator
+import mimetypes
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from email.utils import formatdate
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from sayno.cliutil import first_line
@@ -30,6 +32,7 @@ DESCRIPTION = ("Negation-aware image search (CLIPGlasses) and zero-shot class ch
                "folder.")
 PAGE = resources.files("sayno.serve").joinpath("static/index.html").read_text()
 PAGE_CSP = page_csp(PAGE)
+K_HELP = "Number of results, 1 to the server's max_k (400 outside)"
 
 
 # ------------------------------------------------------------------------------------------ response models
@@ -39,6 +42,7 @@ class HitOut(BaseModel):
     path: str = Field(description="Path relative to the indexed folder (bytes that are not UTF-8 shown as \\xNN)")
     score: float = Field(description="Higher = better match (CLIP logit scale)")
     refined: bool = Field(description="Scored with the image-conditioned Glasses lambda (re-ranking)")
+    match: bool = Field(description="Passes the index's label-free match test (docs/SEARCH.md, 'Match threshold')")
     thumb: str = Field(description="URL of a thumbnail")
     image: str = Field(description="URL of the full image")
 
@@ -46,7 +50,21 @@ class HitOut(BaseModel):
 class PhraseOut(BaseModel):
     phrase: str
     hedged: bool
+    kind: str = Field(default="object", description="object | predicate | caption (fallback: whole caption)")
     lam: float = Field(alias="lambda", description="Caption-only repulsion strength")
+
+
+class TermOut(BaseModel):
+    text: str
+    weight: float
+    sign: str = Field(description="'+' (added) or '-' (subtracted)")
+    kind: str = Field(description="'text' (image terms are not accepted over HTTP)")
+
+
+class MatchTestOut(BaseModel):
+    wanted: list[str] = Field(description="Phrases a matching image shows")
+    unwanted: list[str] = Field(description="Phrases a matching image does not show ('no X', '- X')")
+    tau: float = Field(description="The index's presence threshold (training-free calibration)")
 
 
 class SearchOut(BaseModel):
@@ -60,11 +78,21 @@ class SearchOut(BaseModel):
     version: str
     ms: float
     hits: list[HitOut]
+    terms: list[TermOut] = Field(default_factory=list, description="rclip-style terms as read")
+    reading: str = Field("", description="How the query was read, e.g. '\"a beach\" - \"people\"'")
+    match_test: MatchTestOut | None = None
+    matches: int = Field(0, description="How many hits match")
+    no_match: str = Field("", description="'no image here looks like ...' when no hit matches, else ''")
 
 
 class CompareOut(BaseModel):
     clip: SearchOut
     sayno: SearchOut
+
+
+class StaleOut(BaseModel):
+    version: str | None = Field(description="The version on disk that is not answering (null: CURRENT unreadable)")
+    error: str = Field(description="Why it could not be opened (one line)")
 
 
 class InfoOut(BaseModel):
@@ -77,7 +105,8 @@ class InfoOut(BaseModel):
     glasses: str | None
     glasses_name: str | None = Field(None, description="'CLIPGlasses' or 'CLIPGlasses (training-free)'")
     bad_files: int
-    stale: str | None = Field(None, description="Why a newer index version on disk is not the one answering")
+    stale: StaleOut | None = Field(None, description="Set when a newer index version on disk could not be opened: "
+                                                     "the server keeps answering from `version`")
     clipn: str | None
     max_upload_bytes: int
     max_k: int
@@ -126,28 +155,55 @@ def info(service: ServiceDep) -> dict:
 
 
 @router.get("/api/search", response_model=SearchOut, summary="Search the index", responses=BUSY,
-            description="CLIPGlasses when the query negates something (mode=auto), plain CLIP otherwise.")
+            description="CLIPGlasses when the query negates something (mode=auto), plain CLIP otherwise. rclip-style "
+                        "terms in q ('a beach - people + 2:sunset') or as add/subtract parameters.")
 async def api_search(service: ServiceDep, gate: SearchGate,
                      q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="The query")],
-                     k: Annotated[int, Query(ge=1)] = 20,
+                     k: Annotated[int, Query(description=K_HELP)] = 20,
                      mode: Annotated[str, Query(pattern="^(auto|clip)$")] = "auto",
                      rerank: Annotated[int, Query(ge=0, description="Re-rank the top N with the image-conditioned "
-                                                                    "lambda")] = 0) -> dict:
+                                                                    "lambda")] = 0,
+                     add: Annotated[list[str], Query(description="Terms to add (repeatable; 2:sunset)")] = (),
+                     subtract: Annotated[list[str], Query(description="Terms to subtract (repeatable)")] = (),
+                     matches_only: Annotated[bool, Query(description="Only hits that pass the match test")] = False,
+                     ) -> dict:
+    _check_terms(add, subtract)
     async with gate.slot():
-        return await run_in_threadpool(service.search, q, k, mode, rerank)
+        return await run_in_threadpool(service.search, q, k, mode, rerank, add, subtract, matches_only)
 
 
 @router.get("/api/compare", response_model=CompareOut, summary="Plain CLIP and sayno for the same query",
             responses=BUSY)
 async def api_compare(service: ServiceDep, gate: SearchGate, q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)],
-                      k: Annotated[int, Query(ge=1)] = 20, rerank: Annotated[int, Query(ge=0)] = 0) -> dict:
+                      k: Annotated[int, Query(description=K_HELP)] = 20, rerank: Annotated[int, Query(ge=0)] = 0,
+                      add: Annotated[list[str], Query()] = (), subtract: Annotated[list[str], Query()] = (),
+                      matches_only: Annotated[bool, Query()] = False) -> dict:
+    _check_terms(add, subtract)
     async with gate.slot():
-        return await run_in_threadpool(service.compare, q, k, rerank)
+        return await run_in_threadpool(service.compare, q, k, rerank, add, subtract, matches_only)
+
+
+def _check_terms(add: list[str], subtract: list[str]) -> None:
+    """422 for an add/subtract term longer than a query may be."""
+    if any(len(t) > MAX_QUERY_CHARS for t in (*add, *subtract)):
+        raise RequestError(422, f"a term is longer than {MAX_QUERY_CHARS} characters")
 
 
 @router.get("/api/image/{image_id}", summary="An indexed image, by its id (only files of the index)")
 def api_image(service: ServiceDep, image_id: str) -> Response:
-    return FileResponse(service.indexed_file(image_id))
+    file, stat_result, full = service.open_image(image_id)  # open before answering: stays readable if removed
+    headers = {"Content-Length": str(stat_result.st_size),
+               "Last-Modified": formatdate(stat_result.st_mtime, usegmt=True)}
+    media_type = mimetypes.guess_type(full.name)[0] or "application/octet-stream"
+    return StreamingResponse(_chunks(file, stat_result.st_size), media_type=media_type, headers=headers)
+
+
+def _chunks(file: BinaryIO, size: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """The first ``size`` bytes of an open file in chunks; closes it."""
+    with file:
+        while size > 0 and (data := file.read(min(chunk, size))):
+            size -= len(data)
+            yield data
 
 
 @router.get("/api/thumb/{image_id}", summary="A JPEG thumbnail of an indexed image, by its id", responses=BUSY)

@@ -18,14 +18,15 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import tempfile
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 
@@ -147,20 +148,29 @@ class Service:
         return {**self.searcher.info(), "clipn": clipn, "max_upload_bytes": self.config.max_upload_bytes,
                 "max_k": self.config.max_k}
 
-    def search(self, q: str, k: int, mode: str, rerank: int) -> dict:
-        """One result list, hits with thumbnail and image URLs instead of absolute file names."""
-        if k > self.config.max_k:
-            raise RequestError(400, f"k={k}: at most {self.config.max_k} results per request")
-        return _with_urls(self.searcher.search(q, k, mode=mode, rerank=rerank))
+    def search(self, q: str, k: int, mode: str, rerank: int, add: Sequence[str] = (), subtract: Sequence[str] = (),
+               matches_only: bool = False) -> dict:
+        """One result list, hits with thumbnail and image URLs instead of absolute file names. rclip-style
+        terms in ``q`` or ``add``/``subtract`` (text only: a request never names files of the server)."""
+        if not 1 <= k <= self.config.max_k:
+            raise RequestError(400, f"k={k}: ask for 1 result or more, at most {self.config.max_k} per request")
+        return _with_urls(self.searcher.search(q, k, mode=mode, rerank=rerank, add=list(add),
+                                               subtract=list(subtract), matches_only=matches_only,
+                                               image_terms=False))
 
-    def compare(self, q: str, k: int, rerank: int) -> dict:
+    def compare(self, q: str, k: int, rerank: int, add: Sequence[str] = (), subtract: Sequence[str] = (),
+                matches_only: bool = False) -> dict:
         """Plain CLIP and sayno for the same query."""
-        return {"clip": self.search(q, k, "clip", 0), "sayno": self.search(q, k, "auto", rerank)}
+        return {"clip": self.search(q, k, "clip", 0, add, subtract, matches_only),
+                "sayno": self.search(q, k, "auto", rerank, add, subtract, matches_only)}
 
     # ------------------------------------------------------------------------------------------ images
-    def indexed_file(self, image_id: str) -> Path:
-        """The file of an image id (the sha1 of its bytes in the live version's file table): a row with that
-        id whose path resolves (symlinks followed) to a file inside the indexed folder; 404 otherwise."""
+    def open_image(self, image_id: str) -> tuple[BinaryIO, os.stat_result, Path]:
+        """The file of an image id (the sha1 of its bytes in the live version's file table), open for reading,
+        with its stat and path: a row with that id whose path resolves (symlinks followed) to a regular file
+        inside the indexed folder; 404 otherwise, also for a file removed while it was looked up. Once open it
+        stays readable (a rebuild that removes it meanwhile cannot turn the answer into a 500). The caller
+        closes the file."""
         if not isinstance(image_id, str) or not IMAGE_ID.fullmatch(image_id):
             raise RequestError(404, "no such image in the index")
         self.searcher.refresh()
@@ -168,22 +178,24 @@ class Service:
         root = data.root.resolve()
         for row in data.rows_with_sha1(image_id):
             full = (root / str(data.files.path[row])).resolve()
-            if full.is_relative_to(root) and full.is_file():
-                return full
+            opened = _open_regular(full) if full.is_relative_to(root) else None
+            if opened is not None:
+                return opened[0], opened[1], full
         raise RequestError(404, "no such image in the index")
 
     def thumbnail(self, image_id: str, size: int) -> bytes:
         """A JPEG thumbnail (side at most ``min(size, thumb_max)``) of an indexed image, cached. The file is
         decoded once (at ``thumb_max``) for all sizes."""
         size = min(size, self.config.thumb_max)
-        full = self.indexed_file(image_id)
-        mtime = full.stat().st_mtime_ns
+        file, stat_result, full = self.open_image(image_id)
+        mtime = stat_result.st_mtime_ns
+        with file:
 
-        def make() -> bytes:
-            base = self.thumb_bases.get((full, mtime), lambda: _decode_small(full, self.config.thumb_max))
-            return _jpeg(base, size)
+            def make() -> bytes:
+                base = self.thumb_bases.get((full, mtime), lambda: _decode_small(file, self.config.thumb_max))
+                return _jpeg(base, size)
 
-        return self.thumbs.get((full, mtime, size), make)
+            return self.thumbs.get((full, mtime, size), make)
 
     # ------------------------------------------------------------------------------------------ CLIPN
     def check_classify_request(self, classes: str, content_type: str | None) -> list[str]:
@@ -236,8 +248,24 @@ def display_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _decode_small(file: Path, size: int) -> Image.Image:
-    """The image in ``file`` as RGB, at most ``size`` on a side (JPEG: decoded at a reduced scale)."""
+def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result] | None:
+    """``path`` open for reading and its stat when it is a regular file, else None (gone, a folder, a FIFO:
+    never waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    stat_result = os.fstat(fd)
+    if not stat.S_ISREG(stat_result.st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), stat_result
+
+
+def _decode_small(file: Path | BinaryIO, size: int) -> Image.Image:
+    """The image in ``file`` (a path or an open file) as RGB, at most ``size`` on a side (JPEG: decoded at a
+    reduced scale)."""
     try:
         with Image.open(file) as im:
             im.draft("RGB", (size, size))

@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from rich.progress import track
 
+from sayno.cliutil import track
 from sayno.config import from_mapping
 from sayno.errors import InputError
 from sayno.world.captions import FAMILY_SPLITS, Caption, affirmative, hybrid, negation_only, neither_nor

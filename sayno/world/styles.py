@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import unicodedata
 import warnings
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +55,28 @@ FLUENT_NAMES = {
 
 class StyleError(SaynoError, ValueError):
     """A style that cannot be found or cannot draw a concept."""
+
+
+@dataclass(frozen=True)
+class ArtLimits:
+    """What an art file may cost before it is drawn (checked from its header or its structure, not by trying).
+
+    max_pixels: width x height of a raster file, read from its header before decoding (an emoji is at most a
+    few hundred pixels wide; 4096 x 4096 leaves room, a 150-megapixel PNG would take gigabytes decoded).
+    max_svg_bytes: size of an SVG file. max_svg_work: the SVG's size once every reference (``<use>``,
+    ``href``, ``url(#...)``) is expanded, in bytes of element data: a 21 KB file of nested ``<use>`` of a
+    long path expands to gigabytes and would keep cairosvg busy for days; the largest Fluent Emoji expands to
+    21 KB, and 4 MiB takes cairosvg about 10 s. svg_seconds: the wall-clock limit of the ``rsvg-convert``
+    subprocess.
+    """
+
+    max_pixels: int = 4096 * 4096
+    max_svg_bytes: int = 1 << 20
+    max_svg_work: int = 4 << 20
+    svg_seconds: float = 60.0
+
+
+ART_LIMITS = ArtLimits()
 
 
 class Style:
@@ -105,11 +128,15 @@ class FileStyle(Style):
     def _file(self, concept: Concept) -> Path | None:
         raise NotImplementedError
 
+    limits: ArtLimits = ART_LIMITS
+
     def _draw(self, concept: Concept) -> Image.Image:
         path = self._file(concept)
         if path is None:
             raise StyleError(f"style {self.name!r} has no picture for {concept.name} ({concept.codepoint})")
-        return render_svg(path, SVG_SIZE) if path.suffix.lower() == ".svg" else read_rgba(path)
+        if path.suffix.lower() == ".svg":
+            return render_svg(path, SVG_SIZE, limits=self.limits)
+        return read_rgba(path, limits=self.limits)
 
 
 class FolderStyle(FileStyle):
@@ -225,15 +252,94 @@ def to_rgba(im: Image.Image) -> Image.Image:
     return im.convert("RGBA")  # P, PA, LA, L, RGB, 1, CMYK...; Pillow applies a "transparency" key on the way
 
 
-def read_rgba(path: Path) -> Image.Image:
-    """A raster image file as RGBA; :class:`StyleError` when it cannot be read."""
+def read_rgba(path: Path, limits: ArtLimits = ART_LIMITS) -> Image.Image:
+    """A raster image file as RGBA; :class:`StyleError` when it cannot be read or has more than
+    ``limits.max_pixels`` pixels (read from its header, before any decoding)."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgba(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
+            with Image.open(path) as im:
+                check_pixels(im.size, path, limits)
+                im.load()
+                return to_rgba(im)
+    except StyleError:
+        raise
+    except Image.DecompressionBombError as e:  # Pillow refuses at open beyond 2 x its MAX_IMAGE_PIXELS
+        raise StyleError(f"style image {path} is too large to draw ({_first_line(e)}); the limit is "
+                         f"{limits.max_pixels:,} pixels") from e
     except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise StyleError(f"cannot read style image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                         ) from e
+        raise StyleError(f"cannot read style image {path}: {_first_line(e)}") from e
+
+
+def check_pixels(size: tuple[int, int], path: Path, limits: ArtLimits = ART_LIMITS) -> None:
+    """:class:`StyleError` when an image of ``size`` (width, height) has more than ``limits.max_pixels``."""
+    width, height = size
+    if width * height > limits.max_pixels:
+        raise StyleError(f"style image {path} is {width} x {height} pixels, more than the {limits.max_pixels:,} "
+                         "an emoji may have; not drawn")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+_XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+_URL_REF = re.compile(r"url\(\s*['\"]?#([^)'\"\s]+)")
+
+
+def svg_work(path: Path, limits: ArtLimits = ART_LIMITS) -> int:
+    """How much an SVG asks a renderer to draw: the bytes of its elements' data (attributes and text) with
+    every reference (``href``/``xlink:href="#id"``, ``url(#id)``) expanded, counted once per use.
+
+    :class:`StyleError` for a file larger than ``limits.max_svg_bytes``, not XML, with a reference cycle, or
+    whose expansion passes ``limits.max_svg_work`` (it stops counting there). Linear in the file's size."""
+    try:
+        size = path.stat().st_size
+        if size > limits.max_svg_bytes:
+            raise StyleError(f"SVG {path} is {size:,} bytes, more than the {limits.max_svg_bytes:,} an emoji may "
+                             "have; not drawn")
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise StyleError(f"cannot render SVG {path}: not valid XML ({_first_line(e)})") from None
+    except OSError as e:
+        raise StyleError(f"cannot read SVG {path} ({e.strerror or type(e).__name__})") from None
+    by_id = {el.get("id"): el for el in root.iter() if el.get("id")}
+    cost: dict[int, int] = {}
+    active: set[int] = set()
+
+    def refs(el: ET.Element) -> list[ET.Element]:
+        found = []
+        for key, value in el.attrib.items():
+            if key in ("href", _XLINK_HREF) and value.startswith("#"):
+                found.append(value[1:])
+            found.extend(_URL_REF.findall(value))
+        return [by_id[name] for name in found if name in by_id]
+
+    def work(el: ET.Element) -> int:  # memoised depth-first expansion
+        key = id(el)
+        if key in cost:
+            return cost[key]
+        if key in active:
+            raise StyleError(f"cannot render SVG {path}: it refers to itself (element {el.get('id')!r})")
+        active.add(key)
+        total = 1 + len(el.text or "") + sum(len(k) + len(v) for k, v in el.attrib.items())
+        for child in [*el, *refs(el)]:
+            total += work(child)
+            if total > limits.max_svg_work:
+                break
+        active.discard(key)
+        cost[key] = total
+        return total
+
+    try:
+        total = work(root)
+    except RecursionError:
+        raise StyleError(f"cannot render SVG {path}: elements nested too deeply") from None
+    if total > limits.max_svg_work:
+        raise StyleError(f"SVG {path} expands to more than {limits.max_svg_work:,} bytes of drawing once its "
+                         "references (<use>, href) are followed; not drawn")
+    return total
 
 
 @lru_cache(maxsize=1)
@@ -251,8 +357,11 @@ def svg_renderer() -> str:
                      "or apt-get install librsvg2-bin")
 
 
-def render_svg(path: Path, size: int) -> Image.Image:
-    """An SVG file rendered as RGBA with its longer side ``size`` pixels."""
+def render_svg(path: Path, size: int, limits: ArtLimits = ART_LIMITS) -> Image.Image:
+    """An SVG file rendered as RGBA with its longer side ``size`` pixels, after :func:`svg_work` checked that it
+    is not too big to draw (cairosvg has no time limit of its own; ``rsvg-convert`` runs with
+    ``limits.svg_seconds``)."""
+    svg_work(path, limits)
     try:
         if svg_renderer() == "cairosvg":
             import cairosvg
@@ -260,7 +369,7 @@ def render_svg(path: Path, size: int) -> Image.Image:
             png = cairosvg.svg2png(url=str(path), output_width=size, output_height=size)
         else:
             png = subprocess.run(["rsvg-convert", "-w", str(size), "-h", str(size), "--keep-aspect-ratio",
-                                  str(path)], capture_output=True, check=True, timeout=60).stdout
+                                  str(path)], capture_output=True, check=True, timeout=limits.svg_seconds).stdout
     except StyleError:
         raise
     except Exception as e:  # the renderers raise many kinds on a broken file
@@ -360,7 +469,7 @@ def style_coverage(name: str) -> Coverage:
                              f"{MIN_DRAWABLE:.0%}); missing: {_names(missing)}")
     if missing:
         warnings.warn(f"style {name!r} cannot draw {len(missing)} of {len(load_concepts())} concepts; building "
-                      f"without them: {_names(missing)}", UserWarning, stacklevel=2)
+                      f"without them: {_reasons(missing)}", UserWarning, stacklevel=2)
     return cov
 
 
@@ -368,6 +477,19 @@ def drawable_concepts(name: str, concepts: tuple[Concept, ...]) -> tuple[Concept
     """``concepts`` less the ones style ``name`` cannot draw (see :func:`style_coverage`)."""
     missing = style_coverage(name).missing
     return tuple(c for c in concepts if c.name not in missing)
+
+
+def _reasons(missing: dict[str, str], limit: int = 5) -> str:
+    """``dog (why), cat (why)`` for the first ``limit`` missing concepts, then the other names."""
+    items = list(missing.items())
+    shown = "; ".join(f"{concept} ({_why(concept, reason)})" for concept, reason in items[:limit])
+    rest = dict(items[limit:])
+    return shown + (f"; and {len(rest)} more: {_names(rest)}" if rest else "")
+
+
+def _why(concept: str, reason: str) -> str:
+    """A style error's message less what the list already says (the style's name)."""
+    return re.sub(r"^style '[^']*' ", "", reason)
 
 
 def _names(missing: dict[str, str], limit: int = 20) -> str:

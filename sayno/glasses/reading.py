@@ -1,0 +1,67 @@
+"""How many leading characters of each caption the backbone's text encoder reads, memoised per caption.
+
+A negated phrase past that point is not a slot (:func:`sayno.glasses.analysis.slot_phrases`): the caption's
+features never saw it. Finding the point means running the backbone's tokenizer (text cleaning and BPE,
+about 0.2 ms per caption on the embedded CLIP), which, repeated on every scoring call, cost Glasses more
+than the rest of its work over plain CLIP (issue 27; docs/RESULTS.md, "Glasses scoring speed"). The answer
+depends only on the text and the backbone, so :class:`ReadLimits` keeps it in a bounded least-recently-used
+memo next to the caption's analysis (itself cached by :mod:`sayno.negation`) and the phrase-prompt
+embeddings (:mod:`sayno.glasses.phrases`): each caption is tokenized once while it stays in the memo.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from sayno.glasses.config import GlassesError
+
+#: Captions remembered by default (an int or None each: a few hundred kB).
+DEFAULT_CAPACITY = 16384
+
+
+class ReadLimits:
+    """texts -> per text, how many leading characters ``backbone``'s text encoder reads (``len(text)`` when
+    all of it; :meth:`sayno.backbones.base.Backbone.text_read_chars`), or None for every text when there is
+    no backbone or it cannot tell. Memoised: at most ``capacity`` texts, least recently used dropped first."""
+
+    def __init__(self, backbone, capacity: int = DEFAULT_CAPACITY):
+        if capacity < 1:
+            raise GlassesError(f"the read-limit memo needs room for at least one text, got capacity {capacity}")
+        self._read = getattr(backbone, "text_read_chars", None) if backbone is not None else None
+        self.capacity = capacity
+        self._memo: OrderedDict[str, int | None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.tokenized = 0  # texts sent to the tokenizer so far (each miss once)
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._memo.clear()
+
+    def __call__(self, texts: Sequence[str]) -> list[int | None]:
+        """One limit per text of ``texts``; texts not in the memo are tokenized in one call."""
+        texts = list(texts)
+        if self._read is None or not texts:
+            return [None] * len(texts)
+        found: dict[str, int | None] = {}
+        with self._lock:
+            for t in dict.fromkeys(texts):
+                if t in self._memo:
+                    self._memo.move_to_end(t)
+                    found[t] = self._memo[t]
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            limits = list(self._read(missing))
+            found.update(zip(missing, limits))
+            with self._lock:
+                self.tokenized += len(missing)
+                for t, n in zip(missing, limits):
+                    self._memo[t] = n
+                    self._memo.move_to_end(t)
+                while len(self._memo) > self.capacity:
+                    self._memo.popitem(last=False)
+        return [found[t] for t in texts]

@@ -1,0 +1,130 @@
+""""Nothing here matches": a label-free match test per index (docs/SEARCH.md, "Match threshold").
+
+The training-free calibration (:func:`sayno.glasses.training_free.calibrate`) reads the indexed images with a
+bank of object prompts (:data:`sayno.glasses.training_free.BANK`, 259 everyday objects) and learns, without
+labels, where a *present* object sits in each image (its best bank object) and where an *absent* one sits (its
+median bank object); its ``tau`` is the presence threshold between the two on the bank-relative similarity
+``r(p, I) = (e_p - mu).I`` (``e_p``: the prompt-ensembled embedding of phrase ``p``, ``mu``: the bank mean).
+Search reuses both halves of that principle, unchanged:
+
+    p is present in I  <=>  e_p.I >= max_b e_b.I   (I looks at least as much like p as like the object the
+                                                    calibration takes to be present in I: its best bank object)
+                       and  r(p, I) > tau           (p clears the calibrated presence threshold)
+    I matches a query  <=>  every phrase the query asks for is present
+                            and no phrase it leaves out ("no X", "- X") is present
+
+The first half is an open-set test against the bank (as NegLabel and CLIPN decide "none of my classes"): an
+image of an onion lies near "basketball" on an absolute scale, but looks even more like some bank object.
+Every index stores the calibration at build (section ``match`` of its metadata; the training-free Glasses' own
+for such indexes); an index built before that is calibrated when first searched, on its vectors. The bank's
+embeddings are computed once per searcher (about 1 s for the embedded CLIP on one core).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from sayno.glasses.training_free import Calibration, CalibrationWarning, TrainingFreeGlasses, is_training_free
+
+SECTION = "match"
+
+
+def calibrate_index(backbone, vectors: np.ndarray) -> Calibration:
+    """The training-free calibration of ``backbone`` on an index's (N, D) vectors (no labels). Too few images
+    give the documented fallback constants (``tau = 0``), without the Glasses' warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        return TrainingFreeGlasses.from_backbone(backbone, reference_images=vectors).calibration
+
+
+def section(glasses: dict | None, backbone, vectors: np.ndarray) -> dict:
+    """The ``match`` metadata section of a new version: the training-free Glasses' calibration when the index
+    has them, else one calibrated on ``vectors`` (JSON-ready)."""
+    if is_training_free(glasses) and isinstance(glasses.get("calibration"), dict):
+        return dict(glasses["calibration"])
+    return calibrate_index(backbone, vectors).to_dict()
+
+
+def stored(sections: dict) -> Calibration | None:
+    """The calibration an index stored (its ``match`` section, or its training-free Glasses'), or None."""
+    found = sections.get(SECTION)
+    if not isinstance(found, dict):
+        found = (sections.get("glasses") or {}).get("calibration")
+    return Calibration.from_dict(found) if isinstance(found, dict) else None
+
+
+def relative(phrases: np.ndarray, mu: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """(P, M) bank-relative similarities ``(e_p - mu).I`` of (P, D) phrase embeddings and (M, D) images."""
+    phrases = np.asarray(phrases, np.float32).reshape(-1, np.shape(images)[-1])
+    return (phrases - np.asarray(mu, np.float32)[None]) @ np.asarray(images, np.float32).T
+
+
+def presence(sims: np.ndarray, bank_best: np.ndarray, rel: np.ndarray, tau: float) -> np.ndarray:
+    """(P, M) bool: phrase p present in image m. sims (P, M) ``e_p.I``; bank_best (M,) ``max_b e_b.I``; rel
+    (P, M) ``(e_p - mu).I``; tau: the calibrated presence threshold."""
+    sims = np.asarray(sims, np.float32)
+    return (sims >= np.asarray(bank_best, np.float32)[None] - 1e-6) & (np.asarray(rel) > tau)
+
+
+def match_flags(wanted: np.ndarray, unwanted: np.ndarray) -> np.ndarray:
+    """(M,) bool: every wanted phrase present and no unwanted one; wanted (P, M), unwanted (Q, M) presence
+    (P or Q may be 0)."""
+    m = np.shape(wanted)[-1] if np.size(wanted) else np.shape(unwanted)[-1]
+    ok = np.ones(m, bool)
+    if np.size(wanted):
+        ok &= np.asarray(wanted, bool).all(0)
+    if np.size(unwanted):
+        ok &= ~np.asarray(unwanted, bool).any(0)
+    return ok
+
+
+@dataclass(frozen=True)
+class MatchTest:
+    """The phrases a query asks for (``wanted``) and leaves out (``unwanted``), as the match test reads them."""
+
+    wanted: tuple[str, ...]
+    unwanted: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"wanted": list(self.wanted), "unwanted": list(self.unwanted)}
+
+    def describe(self) -> str:
+        """``cat, not dog``; ``not dog``."""
+        parts = [", ".join(self.wanted)] if self.wanted else []
+        parts += [f"not {p}" for p in self.unwanted]
+        return ", ".join(parts)
+
+
+class Matcher:
+    """The match test of one index: its calibration and the phrase encoder (the training-free Glasses' own,
+    so phrases are embedded exactly as the calibration's bank was)."""
+
+    def __init__(self, backbone, calibration: Calibration, encoder: TrainingFreeGlasses | None = None):
+        self.calibration = calibration
+        self.encoder = encoder if encoder is not None else TrainingFreeGlasses(backbone, calibration=calibration)
+        self._mu = self.encoder.bank_mean()
+
+    @property
+    def tau(self) -> float:
+        return float(self.calibration.tau)
+
+    def flags(self, test: MatchTest, images: np.ndarray) -> np.ndarray:
+        """(M,) bool for (M, D) image features."""
+        images = np.asarray(images, np.float32)
+        if not len(images):
+            return np.zeros(0, bool)
+        best = (self.encoder.bank() @ images.T).max(0) if test.wanted or test.unwanted else None
+        return match_flags(self._present(test.wanted, images, best), self._present(test.unwanted, images, best))
+
+    def _present(self, phrases: tuple[str, ...], images: np.ndarray, best: np.ndarray | None) -> np.ndarray:
+        if not phrases:
+            return np.zeros((0, len(images)), bool)
+        emb = self.encoder.encode_phrases(list(phrases))
+        return presence(emb @ images.T, best, relative(emb, self._mu, images), self.tau)
+
+
+__all__ = ["SECTION", "MatchTest", "Matcher", "calibrate_index", "match_flags", "presence", "relative", "section",
+           "stored"]

@@ -1,0 +1,168 @@
+"""Issue 27, scoring speed: each caption is tokenized once (the read limits are memoised), the training-free
+path tokenizes only negated captions and multiplies once, the scores are the ones from before the change, and the
+bench (bench/bench_glasses_scoring.py) still runs and prints its ratio and breakdown."""
+
+from __future__ import annotations
+
+import runpy
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sayno.base.scoring import PlainClip, TextBatch
+from sayno.glasses import Glasses, GlassesConfig, GlassesError, TrainingFreeGlasses, load_glasses
+from sayno.glasses.reading import ReadLimits
+from sayno.glasses.testing import tiny_clip
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "sayno" / "weights" / "glasses-embedded.safetensors"
+
+LONG = ("no pizza here, just a cat and a dog and a fish and a tree and a car and a horse on a table near a rocket "
+        "and a bicycle")
+GOLDEN_TEXTS = ["a cat but no dog", "a cat and a dog", "there is no cow here", "no cat, no cat and no fish",
+                "an apple, probably no banana", "a photo of a tree without a car", "a penguin", LONG]
+
+# Computed with the code before the change (commit c14ab7c: the read limits re-tokenized every call, the
+# training-free path multiplied twice) by the same calls as below; the new code gave the same values bit for bit.
+MATRIX = [[-1.79567, 0.20814, -1.51031, 4.49587], [-4.89280, 0.49581, 0.41829, 4.44406],
+          [27.14189, 25.04833, 25.96797, 23.39683], [21.49326, 21.46265, 18.33305, 18.46847],
+          [-4.11442, -0.99428, 0.19582, -0.65607], [-1.29721, 2.05899, -3.56767, 1.97120],
+          [-0.57754, 2.39172, -4.32603, 1.91206], [-4.92986, 5.59784, 2.37005, -0.10653]]
+PAIRS = [1.95756, -1.88650, 26.49801, 19.86380, -0.56868, -1.38791, 3.46997, -2.36941]
+RERANK = [[-1.79567, 0.20548, -1.51031, 5.02984], [-4.89280, 0.49581, 0.41829, 4.44406],
+          [26.96588, 25.04833, 26.80888, 23.39683], [19.68149, 17.14385, 16.00843, 16.14385],
+          [-4.77347, -1.65333, 0.19329, -0.65333], [-1.29721, 2.12783, -3.56767, 2.22383],
+          [-0.57754, 2.39172, -4.32603, 1.91206], [-4.92986, 5.59760, 2.36533, -0.10653]]
+TF_MATRIX = [[0.79510, 2.44948, -1.08595, 6.42931], [-4.89280, 0.49581, 0.41829, 4.44406],
+             [5.53669, 5.44749, 5.78869, 5.04365], [9.55221, 8.68666, 6.45734, 7.33826],
+             [-2.60113, -0.41285, 1.09201, 0.63055], [1.30650, 4.76326, -3.05638, 3.90916],
+             [-0.57754, 2.39172, -4.32603, 1.91206], [-2.74007, 7.50062, 4.29575, 1.78846]]
+TF_PAIRS = [1.74857, -1.88650, 4.96115, 6.73261, 0.42326, 2.50605, 3.46997, 0.54707]
+
+
+def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_scores_are_the_ones_from_before_the_speed_fix(embedded):
+    rng = np.random.default_rng(27)
+    d = embedded.embed_dim
+    images, pairs, reference = _unit(rng, 4, d), _unit(rng, len(GOLDEN_TEXTS), d), _unit(rng, 300, d)
+    g = load_glasses(SHIPPED, embedded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LONG is longer than the context: the truncation warning
+        tb = g.text_batch(GOLDEN_TEXTS)
+        tf = TrainingFreeGlasses.from_backbone(embedded, reference)
+        tbt = tf.text_batch(GOLDEN_TEXTS)
+    close = {"rtol": 0, "atol": 1e-4}
+    for _ in range(2):  # the second time from the memoised read limits
+        np.testing.assert_allclose(g.score_matrix(tb, images), MATRIX, **close)
+        np.testing.assert_allclose(g.score_pairs(tb, pairs), PAIRS, **close)
+        np.testing.assert_allclose(g.rerank(tb, images, 2), RERANK, **close)
+        np.testing.assert_allclose(tf.score_matrix(tbt, images), TF_MATRIX, **close)
+        np.testing.assert_allclose(tf.score_pairs(tbt, pairs), TF_PAIRS, **close)
+
+
+class _Counting:
+    """Wraps a backbone's ``text_read_chars`` and records the texts it was asked about."""
+
+    def __init__(self, backbone):
+        self.inner, self.seen = backbone.text_read_chars, []
+
+    def __call__(self, texts):
+        self.seen.extend(texts)
+        return self.inner(texts)
+
+
+TEXTS = ["a cat but no dog", "a dog", "no cow and no pig", "a cat but no dog", "there is a tree",
+         "a cat and a dog and a fish and a tree and a car and a horse and a pizza on a table near a rocket "
+         "and a bicycle but no apple"]
+NEGATED = ["a cat but no dog", "no cow and no pig", TEXTS[-1]]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return tiny_clip(0, embed_dim=16)
+
+
+def _glasses(backbone) -> Glasses:
+    return Glasses(GlassesConfig(embed_dim=16, num_layers=backbone.num_text_layers, hidden=16, detector_hidden=8),
+                   backbone)
+
+
+def test_scoring_again_tokenizes_no_caption_again(clip, monkeypatch):
+    counting = _Counting(clip)
+    monkeypatch.setattr(clip, "text_read_chars", counting)
+    g = _glasses(clip)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tb = g.text_batch(TEXTS)
+    images = _unit(np.random.default_rng(0), 9, 16)
+    first = g.score_matrix(tb, images)
+    assert sorted(counting.seen) == sorted(NEGATED)  # negated captions only, each once (one is repeated)
+    again = [g.score_matrix(tb, images), g.score_pairs(tb, images[: len(TEXTS)]), g.rerank(tb, images, 3)]
+    assert sorted(counting.seen) == sorted(NEGATED)  # nothing tokenized again
+    np.testing.assert_array_equal(again[0], first)
+    assert g.read_chars(TEXTS) == counting.inner(TEXTS)  # the memo answers what the tokenizer does
+    assert g.read_chars(TEXTS)[-1] < len(TEXTS[-1])  # ... including a caption past the context
+    g.score_matrix(TextBatch(["no fish", *TEXTS[:2]], tb.h[:3], tb.layers[:3]), images)
+    assert counting.seen[len(NEGATED):] == ["no fish"]  # a new caption: only it
+
+
+def test_training_free_tokenizes_negated_captions_once_and_keeps_plain_rows(clip, monkeypatch):
+    counting = _Counting(clip)
+    monkeypatch.setattr(clip, "text_read_chars", counting)
+    rng = np.random.default_rng(1)
+    tf = TrainingFreeGlasses.from_backbone(clip, _unit(rng, 200, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tb = tf.text_batch(TEXTS)
+    images = _unit(rng, 11, 16)
+    out = tf.score_matrix(tb, images)
+    tf.score_matrix(tb, images)
+    assert sorted(counting.seen) == sorted(NEGATED)
+    plain = PlainClip(tf.logit_scale).score_matrix(tb, images)
+    for i in (1, 4):
+        assert np.array_equal(out[i], plain[i])  # bit for bit
+    q, c = tf.query_vectors(tb, tf.slots(tb))
+    np.testing.assert_allclose(out, tf.logit_scale * (q @ images.T + c[:, None]), rtol=1e-5, atol=1e-4)
+
+
+def test_read_limits_memo_is_bounded_and_least_recently_used():
+    asked = []
+
+    class Backbone:
+        def text_read_chars(self, texts):
+            asked.extend(texts)
+            return [len(t) - 1 for t in texts]
+
+    memo = ReadLimits(Backbone(), capacity=2)
+    assert memo(["ab", "abc", "ab"]) == [1, 2, 1] and asked == ["ab", "abc"]
+    memo(["ab"])  # "abc" is now the least recently used
+    memo(["abcd"])
+    assert len(memo) == 2
+    memo(["ab", "abc"])
+    assert asked == ["ab", "abc", "abcd", "abc"]
+    memo.clear()
+    assert len(memo) == 0
+    assert ReadLimits(None)(["no dog", "a cat"]) == [None, None]
+    assert ReadLimits(Backbone())([]) == []
+    with pytest.raises(GlassesError, match="at least one"):
+        ReadLimits(Backbone(), capacity=0)
+
+
+@pytest.mark.slow
+def test_bench_runs_and_prints_the_ratio_and_its_parts(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("sys.argv", ["bench_glasses_scoring.py", "--n", "40", "--m", "300", "--repeat", "1",
+                                     "--world", str(tmp_path)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 300 reference images: the training-free calibration's warning
+        runpy.run_path(str(ROOT / "bench" / "bench_glasses_scoring.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    for part in ("RATIO", "caption analysis", "read limits", "rest of the slots", "score from the slots",
+                 "training-free Glasses"):
+        assert part in out, out
+    assert float(out.split("RATIO")[-1].split()[0]) > 0
