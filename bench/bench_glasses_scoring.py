@@ -111,11 +111,11 @@ def main() -> None:
             ts.append(time.perf_counter() - t)
         return statistics.median(ts)
 
-    slots = g.slots(text)
+    slots = g.slots(text, image_terms=False)  # as score_matrix makes them
     negated_texts = [texts[i] for i in np.flatnonzero(slots.negated)]
     m_analysis = med(lambda: analyse_texts(texts))
     m_read = med(lambda: g.read_chars(negated_texts))
-    m_slots = med(lambda: g.slots(text))
+    m_slots = med(lambda: g.slots(text, image_terms=False))
     m_score = med(lambda: caption_only_scores(text, images, slots, g.logit_scale, g.clamp))
     m_plain = med(lambda: plain.score_matrix(text, images))
     g.reading.clear()

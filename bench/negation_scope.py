@@ -338,7 +338,7 @@ def main(argv=None) -> int:
     res["coco_mcq_negated_answers"] = {
         "n": len(cm_neg), "cue_recall": round(100.0 * sum(a.negated for a in cm_a) / max(len(cm_a), 1), 2),
         "no_phrase_fallback": round(100.0 * sum(not a.phrases for a in cm_a) / max(len(cm_a), 1), 2),
-        "_examples": [a.text for a in cm_a if not a.phrases]}
+        "paths": paths(cm_a), "_examples": [a.text for a in cm_a if not a.phrases]}
     res["fp_voc_mcq_positive"] = fp_rate(an.parse_many([t for t, k, _, _ in voc if k == "positive"]))
     res["fp_coco_mcq_positive"] = fp_rate(an.parse_many([t for t, k in cmcq if k == "positive"]))
     res["fp_coco_plain_captions"] = fp_rate(an.parse_many(plain))

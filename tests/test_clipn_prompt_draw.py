@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sayno.clipn.checkpoint import read_clipn
 from sayno.clipn.model import ClipnError, NoTextEncoder
 from sayno.clipn.testing import synthetic_pairs, tiny_backbone
 from sayno.clipn.train import TrainConfig, local_prompt, step_prompt, train_clipn
@@ -50,8 +51,6 @@ def test_training_with_per_caption_draws_trains_every_prompt(bb, tmp_path):
     cfg = TrainConfig(epochs=3, batch_size=16, lr=3e-3, warmup=0.1, n_prompts=4, prompt_draw="caption")
     s = train_clipn(bb, data, tmp_path / "c.safetensors", cfg, progress=False)
     assert s["steps"] == 6
-    from sayno.clipn.checkpoint import read_clipn
-
     tensors, meta = read_clipn(tmp_path / "c.safetensors")
     assert all(float(p.abs().sum()) > 0 for p in tensors["prompts"])  # each of the 4 was drawn (or via the mean)
     assert "caption" in str(meta)

@@ -78,8 +78,8 @@ class _Counting:
 
 
 TEXTS = ["a cat but no dog", "a dog", "no cow and no pig", "a cat but no dog", "there is a tree",
-         "a cat and a dog and a fish and a tree and a car and a horse and a pizza on a table near a rocket "
-         "and a bicycle but no apple"]
+         ("a cat and a dog and a fish and a tree and a car and a horse and a pizza on a table near a rocket "
+          "and a bicycle but no apple")]
 NEGATED = ["a cat but no dog", "no cow and no pig", TEXTS[-1]]
 
 
@@ -106,10 +106,10 @@ def test_scoring_again_tokenizes_no_caption_again(clip, monkeypatch):
     again = [g.score_matrix(tb, images), g.score_pairs(tb, images[: len(TEXTS)]), g.rerank(tb, images, 3)]
     assert sorted(counting.seen) == sorted(NEGATED)  # nothing tokenized again
     np.testing.assert_array_equal(again[0], first)
-    assert g.read_chars(TEXTS) == counting.inner(TEXTS)  # the memo answers what the tokenizer does
-    assert g.read_chars(TEXTS)[-1] < len(TEXTS[-1])  # ... including a caption past the context
     g.score_matrix(TextBatch(["no fish", *TEXTS[:2]], tb.h[:3], tb.layers[:3]), images)
     assert counting.seen[len(NEGATED):] == ["no fish"]  # a new caption: only it
+    assert g.read_chars(TEXTS) == counting.inner(TEXTS)  # the memo answers what the tokenizer does
+    assert g.read_chars(TEXTS)[-1] < len(TEXTS[-1])  # ... including a caption past the context
 
 
 def test_training_free_tokenizes_negated_captions_once_and_keeps_plain_rows(clip, monkeypatch):

@@ -47,6 +47,10 @@ def read(text: str) -> tuple[list[tuple[str, str]], str]:
     ("a bucket that is not under the tap", "bucket under the tap", "bucket", "a bucket"),
     # after a comma
     ("the tram, not crowded", "tram crowded", "tram", "the tram"),
+    # a relation right after the noun; adverbs before the predicate are not repelled
+    ("a bird not in a cage", "bird in a cage", "bird", "a bird"),
+    ("a van that has not yet arrived", "van arrived", "van", "a van"),
+    ("two men not looking at the camera", "two men looking at the camera", "two men", "two men"),
 ])
 def test_predicate_not(text, phrase, subject, affirmative):
     a = parse(text)
@@ -147,6 +151,16 @@ def test_object_families(text, objects):
         assert o not in affirmative.lower().split(), (text, affirmative)
 
 
+@pytest.mark.parametrize("text, kind, phrase", [
+    ("I don't think there is a kettle here", "object", "kettle"),
+    ("I do not believe the lamp is on", "predicate", "lamp on"),
+    ("we don't think the parrot is sleeping", "predicate", "parrot sleeping"),
+    ("not without a ladder", "object", "ladder"),  # double negation is not resolved
+])
+def test_negation_raised_over_thinking_and_double_negation(text, kind, phrase):
+    assert read(text)[0] == [(kind, phrase)]
+
+
 @pytest.mark.parametrize("text, phrase, affirmative", [
     ("a jogger without smiling", "jogger smiling", "a jogger"),
     ("a clerk typing without looking at the keyboard", "clerk looking at the keyboard", "a clerk typing"),
@@ -168,6 +182,7 @@ def test_without_and_a_gerund_of_an_action_is_a_predicate(text, phrase, affirmat
     "a shed that is not too shabby",
     "a flag that is not unlike a banner",
     "a crowd that is not uncommon here",
+    "a bench that is not unoccupied",
 ])
 def test_not_a_cue(text):
     a = parse(text)
@@ -197,7 +212,7 @@ def test_family_table_and_switching_a_family_off(nlp):
     ("left-out", "the windmill left out"),
     ("far-from-any", "far from any road"),
     ("number-abbreviation", "gate no. 4"),
-    ("litotes", "not bad"),
+    ("litotes", "a bench that is not unoccupied"),
 ])
 def test_each_family_reads_its_own_construction(nlp, name, text):
     with_it = Analyser(nlp=nlp, cache_size=0).parse(text)
@@ -286,3 +301,14 @@ def test_an_entry_larger_than_the_budget_is_not_kept():
     an = Analyser(parser="rules", cache_bytes=1000)
     a = an.parse("no dog " * 100)
     assert a.negated and len(an._mem) == 0 and an._mem_bytes == 0
+
+
+def test_vocabulary_reads_predicate_phrases():
+    from sayno.negation import ObjectVocabulary
+
+    v = ObjectVocabulary.from_names(["horse", "cow", "shelf", "cup"])
+    assert v.affirmed("a horse not galloping") == ["horse"]  # the horse is there, only not galloping
+    assert v.negated("a horse not galloping") == [[]]
+    assert v.negated("no cow is lying down") == [["cow"]] and v.affirmed("no cow is lying down") == []
+    assert v.affirmed("a cup not on the shelf") == ["cup"] and v.negated("a cup not on the shelf") == [[]]
+    assert v.affirmed("a cup but no horse") == ["cup"] and v.negated("a cup but no horse") == [["horse"]]

@@ -224,3 +224,18 @@ def test_one_class_question_keeps_working(name, toy):
         assert auroc(s[:60][np.argmax(id_x @ classes.T, 1) == 0], s[60:]) == 1.0
     sc.calibrate(xi)
     assert sc.predict(xi).shape == (60,)
+
+
+def test_the_table_streams_each_id_set_with_the_ood_sets(toy):
+    from sayno.ood.bench import stream_scores
+
+    classes, _, id_x, ood_x, negatives = toy
+    sc = AdaNeg(negative_features=negatives, n_groups=2, batch_size=16).fit(classes)
+    s_id, s_ood = stream_scores(sc, id_x, {"a": ood_x[:20], "b": ood_x[20:]}, seed=3)
+    allx = np.r_[id_x, ood_x]
+    order = np.random.default_rng(3).permutation(110)
+    want = np.empty(110)
+    want[order] = sc.score_samples(allx[order])
+    np.testing.assert_array_equal(np.r_[s_id, s_ood["a"], s_ood["b"]], want)
+    again = stream_scores(sc, id_x, {"a": ood_x[:20], "b": ood_x[20:]}, seed=3)
+    np.testing.assert_array_equal(again[0], s_id)  # same sets, order and seed: same scores

@@ -27,11 +27,10 @@ class _Planted:
 
 
 # ------------------------------------------------------------------------------------- item 1: resume state
-def test_a_planted_pickle_as_resume_state_does_not_run(tmp_path):
-    from sayno.clipn.testing import tiny_backbone
+def test_a_planted_pickle_as_resume_state_does_not_run(clipn_file, tmp_path):
     from sayno.clipn.train import TrainConfig, TrainData, state_path, train_clipn
 
-    bb = tiny_backbone(seed=0)
+    bb, _ = clipn_file
     caps = [f"a {w}" for w in ("dog", "cat", "car", "tree")] * 2
     g = bb.encode_text(caps)
     data = TrainData(g.clone(), g, bb.tokenize(caps), caps, torch.arange(len(caps)), "planted")
@@ -44,9 +43,22 @@ def test_a_planted_pickle_as_resume_state_does_not_run(tmp_path):
     assert not marker.exists()
     msg = str(info.value)
     assert str(state_path(out)) in msg and "\n" not in msg and "delete it" in msg
+    with pytest.raises(CheckpointError, match="not a resume state"):  # refused before the data is even read
+        train_clipn(bb, tmp_path / "no-such-captions.csv", out, TrainConfig(epochs=1, batch_size=4), progress=False)
     # the same file read directly, and a plain pickle: refused without unpickling
     with pytest.raises(CheckpointError, match="not a resume state"):
         ResumeFile(state_path(out), "k").load()
+    assert not marker.exists()
+
+
+def test_a_planted_partial_file_does_not_run_in_glasses_training(clip, tmp_path):
+    from sayno.glasses.train import train_glasses
+
+    out = tmp_path / "g.safetensors"
+    marker = tmp_path / "pwned"
+    torch.save({"key": "x", "payload": _Planted(marker)}, str(out) + ".partial")
+    with pytest.raises(CheckpointError, match="g.safetensors.partial: not a resume state"):
+        train_glasses(clip, tmp_path / "no-such-world", out, log=lambda s: None)  # before the data is read
     assert not marker.exists()
 
 
@@ -100,11 +112,16 @@ def test_no_weights_only_false_outside_the_ccneg_reader():
 
 # ------------------------------------------------------------------------------------- item 4: Glasses checkpoints
 @pytest.fixture(scope="module")
-def glasses_file(tmp_path_factory):
-    from sayno.glasses import Glasses, GlassesConfig
+def clip():
     from sayno.glasses.testing import tiny_clip
 
-    clip = tiny_clip(seed=0)
+    return tiny_clip(seed=0)
+
+
+@pytest.fixture(scope="module")
+def glasses_file(clip, tmp_path_factory):
+    from sayno.glasses import Glasses, GlassesConfig
+
     g = Glasses(GlassesConfig(embed_dim=clip.embed_dim, num_layers=clip.num_text_layers, hidden=16,
                               detector_hidden=8), clip)
     path = tmp_path_factory.mktemp("glasses") / "g.safetensors"
@@ -175,7 +192,6 @@ def test_index_build_loads_the_glasses_checkpoint_before_recording_it(glasses_fi
     from sayno.search.build import glasses_identity
 
     clip, good = glasses_file
-    clip.spec = getattr(clip, "spec", "tiny")
     assert glasses_identity(good, clip)["path"] == str(good)
     bad = _rewrite(good, tmp_path / "f8.safetensors", tensor_dtype=torch.float8_e4m3fn)  # the header is fine
     with pytest.raises(CheckpointError, match="float8"):
@@ -183,6 +199,33 @@ def test_index_build_loads_the_glasses_checkpoint_before_recording_it(glasses_fi
     missing = _rewrite(good, tmp_path / "shape.safetensors", config={"hidden": 17})  # tensors of another size
     with pytest.raises(CheckpointError, match="shape"):
         glasses_identity(missing, clip)
+
+
+@pytest.fixture(scope="module")
+def clipn_file(tmp_path_factory):
+    from sayno.clipn.checkpoint import load_clipn, save_clipn
+    from sayno.clipn.model import NoTextEncoder
+    from sayno.clipn.testing import tiny_backbone
+
+    bb = tiny_backbone(seed=0)
+    good = save_clipn(tmp_path_factory.mktemp("clipn") / "c.safetensors", NoTextEncoder.from_backbone(bb, n_prompts=2),
+                      bb, {})
+    assert load_clipn(good, bb) is not None
+    return bb, good
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"n_prompts": "abc"}, "n_prompts 'abc'"), ({"n_prompts": -5}, "n_prompts -5"), ({"n_prompts": 2.5}, "n_prompts"),
+    ({"variant": "odd"}, "variant 'odd'"), ({"learn_bias": "yes"}, "learn_bias 'yes'"),
+])
+def test_clipn_checkpoint_config_is_checked_where_it_is_read(clipn_file, tmp_path, change, needle):
+    from sayno.clipn.checkpoint import load_clipn
+
+    bb, good = clipn_file
+    bad = _rewrite(good, tmp_path / "bad.safetensors", config=change)
+    with pytest.raises(CheckpointError) as info:
+        load_clipn(bad, bb)
+    assert str(info.value).startswith(f"{bad}: its config has") and needle in str(info.value)
 
 
 def test_envelope_json_from_an_index_is_checked():
@@ -212,15 +255,12 @@ class _FullFile:
         return getattr(self._f, name)
 
 
-def test_full_disk_while_encoding_into_the_feature_cache_is_one_line(tmp_path, monkeypatch):
+def test_full_disk_while_encoding_into_the_feature_cache_is_one_line(clip, tmp_path, monkeypatch):
     from PIL import Image
 
     from sayno.features import FeatureCache, encode_images, encode_texts
     from sayno.features import cache as cache_module
     from sayno.features.encode import CacheWriteError
-    from sayno.glasses.testing import tiny_clip
-
-    clip = tiny_clip(seed=0)
     files = []
     for i in range(3):
         files.append(tmp_path / f"{i}.png")
@@ -237,12 +277,11 @@ def test_full_disk_while_encoding_into_the_feature_cache_is_one_line(tmp_path, m
     assert not list((tmp_path / "cache").rglob("*.npz")) and not list((tmp_path / "cache").rglob(".tmp-*"))
 
 
-def test_full_disk_while_encoding_an_index_is_one_line(tmp_path, monkeypatch):
+def test_full_disk_while_encoding_an_index_is_one_line(clip, tmp_path, monkeypatch):
     import builtins
 
     from PIL import Image
 
-    from sayno.glasses.testing import tiny_clip
     from sayno.search import shards
     from sayno.search.build import IndexConfig, build_index
     from sayno.search.store import SearchError
@@ -254,7 +293,7 @@ def test_full_disk_while_encoding_an_index_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(shards, "open", lambda *a, **k: _FullFile(builtins.open(*a, **k)),  # noqa: SIM115
                         raising=False)
     with pytest.raises(SearchError) as info:
-        build_index(images, tmp_path / "idx", IndexConfig(glasses="none", batch_size=2), backbone=tiny_clip(seed=0),
+        build_index(images, tmp_path / "idx", IndexConfig(glasses="none", batch_size=2), backbone=clip,
                     progress=False)
     assert "cannot write the index (No space left on device)" in str(info.value) and "\n" not in str(info.value)
 

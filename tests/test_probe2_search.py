@@ -21,7 +21,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sayno.search import IndexConfig, Searcher, build_index
-from sayno.search.store import IndexFileError, current_version, read_index
+from sayno.search.store import IndexFileError, current_version, json_too_deep, read_index
+from sayno.search.table import FileTable
 from sayno.serve import ServeConfig, create_app
 from sayno.serve import service as service_module
 
@@ -93,6 +94,16 @@ def _meta_symlink(version: Path) -> None:
     (version / "meta.json").symlink_to(outside)
 
 
+def _absolute_path(version: Path) -> None:
+    """A file table whose first path is absolute (``root / "/etc/hostname"`` is /etc/hostname)."""
+    with np.load(version / "files.npz") as z:
+        table = FileTable.from_npz(z)
+    paths = list(table.path)
+    paths[0] = "/etc/hostname"
+    with open(version / "files.npz", "wb") as f:
+        FileTable(paths, table.size, table.mtime_ns, table.sha1).save(f)
+
+
 def _version_symlink(version: Path) -> None:
     """The version folder itself a link to a copy outside the index."""
     outside = version.parent.parent / f"outside-{version.name}"
@@ -116,14 +127,15 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "embed_dim not a number": (_edit(lambda m: m.update(embed_dim="x")), "embed_dim is 'x'"),
     "glasses not an object": (_edit(lambda m: m.update(glasses="x")), "glasses is 'x'"),
     "config a list": (_edit(lambda m: m.update(config=[1])), "config is a JSON list"),
-    "JSON nested 100,000 deep": (_write("[" * 100_000 + "]" * 100_000), "nested too deep"),
+    "JSON nested 100,000 deep": (_write("[" * 100_000 + "]" * 100_000), "nested more than 32 deep"),
     "JSON nested 100,000 deep in an object": (_write('{"format": "sayno-index", "x": ' + "[" * 100_000
-                                                     + "]" * 100_000 + "}"), "nested too deep"),
+                                                     + "]" * 100_000 + "}"), "nested more than 32 deep"),
     "JSON nested 40 deep": (_edit(lambda m: m.update(x=json.loads("[" * 40 + "]" * 40))), "nested more than 32"),
     "meta.json a folder": (_meta_folder, "a folder, not the file"),
     "meta.json a FIFO": (_meta_fifo, "not a regular file"),
     "meta.json a symlink": (_meta_symlink, "a symbolic link"),
     "version folder a symlink out of the index": (_version_symlink, "a symbolic link, not a version folder"),
+    "files.npz with an absolute path": (_absolute_path, "an absolute path where"),
 }
 
 
@@ -200,6 +212,19 @@ def test_a_damaged_current_is_one_line(index, tmp_path, pointer, says):
     r = CliRunner().invoke(_app(), ["search", str(copy), NEGATED])
     assert r.exit_code == 2 and "Traceback" not in r.output and says in r.output, r.output[:300]
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_server_whose_current_is_damaged_says_so(client, index):
+    live = current_version(index)
+    try:
+        (index / "CURRENT").write_bytes(b"v-" + b"a" * 10_000)
+        r = client.get("/api/search", params={"q": NEGATED, "k": 2})
+        assert r.status_code == 200 and r.json()["version"] == live
+        stale = client.get("/api/info").json()["stale"]
+        assert stale["version"] is None and "CURRENT: longer than 4096 bytes" in stale["error"], stale
+    finally:
+        (index / "CURRENT").write_text(live + "\n")
+    assert client.get("/api/info").json()["stale"] is None
 
 
 def test_a_fifo_is_never_waited_on(index, tmp_path):
@@ -287,3 +312,14 @@ def test_query_text_that_is_not_utf8_is_searched(client, index, embedded):
     assert result.query == "a dog with no \ufffd cat" and len(result.hits) == 2
     r = client.get("/api/search?q=no%20%FF%20spider&k=2")  # invalid UTF-8 in a URL
     assert r.status_code == 200 and r.json()["query"] == "no \ufffd spider"
+
+
+@pytest.mark.parametrize("text, deep", [
+    ("[" * 32 + "]" * 32, False),
+    ("[" * 33 + "]" * 33, True),
+    ('{"name": "' + "[{" * 40 + '"}', False),  # brackets inside a string do not nest
+    ('{"a": "\\\\", "b": "\\"[[[", "c": ' + "[" * 40 + "]" * 40 + "}", True),  # escapes end strings right
+    ("[" * 100_000 + "]" * 100_000, True),
+])
+def test_json_depth_is_measured_before_parsing(text, deep):
+    assert json_too_deep(text) is deep and json_too_deep(text.encode()) is deep

@@ -181,6 +181,26 @@ class ResumeFile:
         with atomic_path(self.path, mode=0o600) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
 
+    def check(self) -> None:
+        """Refuse now (before any long work) a file at :attr:`path` that :meth:`load` would refuse whatever the
+        run: another user's, one others may write, or not a resume state of this sayno. Nothing when absent."""
+        from safetensors import SafetensorError, safe_open
+
+        if not self.exists():
+            return
+        check_owner(self.path)
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{self.path}: not a resume state of this sayno (not a safetensors file: "
+                                  f"{type(e).__name__}); an older sayno wrote pickles: delete it to start again"
+                                  ) from e
+        if meta.get("sayno.format") != RESUME_FORMAT or meta.get("sayno.version") != RESUME_VERSION:
+            raise CheckpointError(f"{self.path}: not a resume state of this sayno (format "
+                                  f"{meta.get('sayno.format')!r}, version {meta.get('sayno.version')!r}); "
+                                  "delete it to start again")
+
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None when there is no file. Raises :class:`OtherRunState` when the file belongs
         to another run and :class:`~sayno.checkpoint.CheckpointError` when it is not this user's or cannot be
@@ -189,20 +209,17 @@ class ResumeFile:
 
         if not self.exists():
             return None
-        check_owner(self.path)
+        self.check()  # whose file, and what kind: before anything in it is used
         unreadable = f"{self.path}: not a resume state of this sayno"
         try:
             with safe_open(str(self.path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
-                if meta.get("sayno.format") != RESUME_FORMAT or meta.get("sayno.version") != RESUME_VERSION:
-                    raise CheckpointError(f"{unreadable} (format {meta.get('sayno.format')!r}, version "
-                                          f"{meta.get('sayno.version')!r}); delete it to start again")
                 if meta.get("sayno.key") != self.key:
                     raise OtherRunState(f"{self.path}: the resume state of a run with other settings")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
         except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{unreadable} (not a safetensors file: {type(e).__name__}); an older sayno "
-                                  "wrote pickles: delete it to start again") from e
+            raise CheckpointError(f"{unreadable} ({type(e).__name__}: {str(e)[:100]}); delete it to start "
+                                  "again") from e
         try:
             state = unpack_state(json.loads(meta.get("sayno.state", "")), tensors)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from sayno.backbones.base import Backbone
-from sayno.checkpoint import Envelope, read_checkpoint, write_checkpoint
+from sayno.checkpoint import CheckpointError, Envelope, read_checkpoint, write_checkpoint
 from sayno.clipn.infer import Clipn, clipn_templates
-from sayno.clipn.model import NoTextEncoder
+from sayno.clipn.model import VARIANTS, NoTextEncoder
 
 FORMAT = "sayno-clipn"
 FORMAT_VERSION = "1"
@@ -49,12 +49,31 @@ def read_clipn(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+MAX_PROMPTS = 4096  # far above the reference's 16: only a guard against a config that would not fit in memory
+
+
+def check_config(cfg: dict, where: str) -> None:
+    """One-line :class:`~sayno.checkpoint.CheckpointError` naming ``where`` unless the values the encoder is
+    rebuilt from have the types and ranges training writes (``n_prompts`` "abc" or -5 used to end in raw
+    ``ValueError``/``RuntimeError``)."""
+    variant = cfg.get("variant", "learnable")
+    if variant not in VARIANTS:
+        raise CheckpointError(f"{where}: its config has variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    n = cfg.get("n_prompts", 16)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_PROMPTS:
+        raise CheckpointError(f"{where}: its config has n_prompts {n!r}; expected a whole number in 0..{MAX_PROMPTS}")
+    for key in ("train_token_embedding", "learn_bias"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise CheckpointError(f"{where}: its config has {key} {cfg[key]!r}; expected true or false")
+
+
 def load_clipn(path: str | os.PathLike, backbone: Backbone) -> Clipn:
     """The trained CLIPN for ``backbone``; raises :class:`sayno.errors.BackboneMismatch` for another backbone and
     :class:`sayno.checkpoint.CheckpointError` for missing or wrong-shaped tensors."""
     tensors, env = read_envelope(path)
     env.check_backbone(backbone.fingerprint, backbone.spec, str(path))
     cfg = env.config
+    check_config(cfg, str(path))
     encoder = NoTextEncoder.from_backbone(backbone, variant=cfg.get("variant", "learnable"),
                                           n_prompts=int(cfg.get("n_prompts", 16)) or 16,
                                           train_token_embedding=bool(cfg.get("train_token_embedding", False)),

@@ -40,7 +40,7 @@ from sayno.clipn.checkpoint import save_clipn
 from sayno.clipn.infer import clipn_templates
 from sayno.clipn.losses import caption_ids, gathered_clipn_loss
 from sayno.clipn.model import VARIANTS, ClipnError, NoTextEncoder
-from sayno.cliutil import progress_bar
+from sayno.cliutil import output_console, progress_bar
 from sayno.config import from_mapping
 from sayno.data import BadRow, DataError, read_captions_csv
 from sayno.errors import InputError
@@ -243,7 +243,7 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
     out = Path(out)
     device = backbone.device
     rank, world = dist_setup(device)
-    console = console or Console(stderr=True)
+    console = console or output_console(stderr=True)
     show = progress and rank == 0
     if config.batch_size % world:
         raise ClipnError(f"batch size {config.batch_size} is not divisible by {world} processes")
@@ -251,6 +251,8 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
         raise ClipnError(f"{out} exists; pass overwrite=True (--overwrite) to train again")
     if rank == 0:
         out.parent.mkdir(parents=True, exist_ok=True)  # the resume file goes there before the checkpoint
+    if not overwrite:
+        ResumeFile(state_path(out), "").check()  # a planted or foreign state file: refused before any work
 
     # frozen features: rank 0 fills the cache first, the others read it
     if isinstance(data, TrainData):

@@ -143,10 +143,11 @@ class Glasses(nn.Module):
             learned = (self.detector(layers) > 0).cpu().numpy() if len(texts) else np.zeros(0, bool)
         return {"learned": learned, "and": lex & learned, "or": lex | learned}[mode]
 
-    def slots(self, text: TextBatch) -> Slots:
-        """Detector + Lens + caption-only Frame for a batch of captions (on one torch thread)."""
+    def slots(self, text: TextBatch, image_terms: bool = True) -> Slots:
+        """Detector + Lens + caption-only Frame for a batch of captions (on one torch thread). ``image_terms=False``
+        leaves out what only the image-conditioned paths use (``beta``: None), as :meth:`score_matrix` does."""
         with torch_threads(1):
-            return self._slots(text)
+            return self._slots(text, image_terms)
 
     def _slot_owners(self, texts: list[str], negated: np.ndarray, analyses: Sequence[Analysis]
                      ) -> tuple[list[int], list[str], list[bool]]:
@@ -187,7 +188,7 @@ class Glasses(nn.Module):
         without a backbone): negated phrases after that are not slots. Memoised per text (:attr:`reading`)."""
         return self.reading(texts)
 
-    def _slots(self, text: TextBatch) -> Slots:
+    def _slots(self, text: TextBatch, image_terms: bool = True) -> Slots:
         h = torch.as_tensor(np.asarray(text.h, dtype=np.float32))
         layers = None if text.layers is None else torch.as_tensor(np.asarray(text.layers, dtype=np.float32))
         analyses = analyse_texts(text.texts)  # once per batch (cached per text by sayno.negation)
@@ -210,14 +211,15 @@ class Glasses(nn.Module):
             h_neg = self.lens(layers[owner_t], source)
             logit, tau = self.frame.text_params(base[owner_t], h_neg, h[owner_t], hedged_t)
             lam = scoring.bound_lambda(self.frame.lam(logit), owner_t, scoring.total_lambda_max(self.frame))
-            beta = self.frame.beta(base[owner_t], h_neg, h[owner_t], hedged_t)
+            beta = self.frame.beta(base[owner_t], h_neg, h[owner_t], hedged_t) if image_terms else None
         return Slots(base, owner_t, phrases, hedged_t, h_neg, lam, tau, negated, logit, beta)
 
     # ------------------------------------------------------------------------------------------ scoring
     def score_matrix(self, text: TextBatch, images: np.ndarray) -> np.ndarray:
         """(N, M) scores, ``lambda`` from the caption alone. Rows of non-negated captions equal plain CLIP's."""
         images = self._check(text, images, "Glasses.score_matrix")
-        return scoring.caption_only_scores(text, images, self.slots(text), self.logit_scale, self.clamp)
+        slots = self.slots(text, image_terms=False)
+        return scoring.caption_only_scores(text, images, slots, self.logit_scale, self.clamp)
 
     def query_vectors(self, text: TextBatch, s: Slots) -> tuple[np.ndarray, np.ndarray]:
         """The linear form of the caption-only score (``score="tau"``): ``S = s*(q.I + c)``.

@@ -52,7 +52,9 @@ class Slots:
 
     owner: (P,) caption index per slot; phrases: P phrase strings ("" for caption-input slots); hedged: (P,);
     h_neg: (P, D); lam, tau: (P,) caption-only lambda and presence threshold; negated: (N,) which captions
-    the detector flagged; base: (N, D) what each caption's score starts from (``h`` for captions without slots).
+    the detector flagged; base: (N, D) what each caption's score starts from (``h`` for captions without slots);
+    text_logit: (P,) the lambda logit; beta: (P,) the image-conditioned term's saturation width (None when the
+    slots were made for caption-only scores, ``Glasses.slots(text, image_terms=False)``).
     """
 
     base: torch.Tensor

@@ -536,6 +536,8 @@ def _train(backbone, data: str | Path | Sources, out: Path, config: GlassesConfi
     started = time.time()
     config = config or GlassesConfig(embed_dim=backbone.embed_dim, num_layers=backbone.num_text_layers)
     out.parent.mkdir(parents=True, exist_ok=True)  # the resume file lives beside the checkpoint
+    if resume:  # a planted or foreign .partial is refused before any work (issue 29)
+        ResumeFile(Path(str(out) + ".partial"), "").check()
     prepared = _prepare_data(backbone, data, val_data, config, settings, cache, progress, log)
     key = run_key(asdict(config), asdict(settings), backbone.fingerprint, sorted(prepared.train.files),
                   len(prepared.train.captions), RESUME_FORMAT)

@@ -34,10 +34,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
             return
-        from rich.console import Console
         from rich.table import Table
 
-        console = Console()
+        from sayno.cliutil import output_console
+
+        console = output_console()  # a table in a log or a file keeps its full width
         for r in results:
             console.print(f"[bold]{r.text!r}[/bold]  ({r.parser})")
             if not r.negated:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sayno.errors import InputError
 from sayno.negation.syntax import (
     NOT_A_CUE,
+    NOT_AFTER,
     NOUNISH,
     PLACE_NOUNS,
     PRESENCE,
@@ -41,8 +42,13 @@ PRESENT_WORDS = frozenset({
     "present", "visible", "there", "here", "around", "nearby", "available", "anywhere", "apparent", "evident",
     "discernible", "noticeable", "detectable", "observable", "perceptible", "recognizable", "recognisable",
     "identifiable", "included", "depicted", "pictured", "featured", "shown", "seen", "found", "spotted",
-    "displayed", "captured", "absent", "missing", "gone", "in", "within", "inside", "part", "about",
+    "displayed", "captured", "absent", "missing", "gone",
 })
+# Verbs of thinking and saying: "I don't think there is a dog" negates the dog, not the thinking.
+COGNITION = frozenset({"think", "believe", "suppose", "expect", "guess", "imagine", "reckon", "know", "say",
+                       "claim", "feel", "seem", "appear", "look", "mean", "want"})
+# Cue words a "not" may negate in turn (double negation is not resolved: "not without a dog" is "without").
+CUE_HEADS = frozenset({"without", "w/o", "lacking", "missing", "absent", "free", "empty", "devoid", "void"})
 ABSENCE_VERBS = frozenset({"lack", "miss", "omit", "exclude"})
 # Words of comparison: "not like a cat", "nothing resembling a cat", "not similar to a cat".
 COMPARE = frozenset({"like", "resembling", "resemble", "resembles", "resembled", "similar", "alike", "akin",
@@ -55,8 +61,17 @@ HAVE_USE = frozenset({"use", "have", "wear", "carry", "hold", "include", "featur
                       "including", "featuring", "showing", "containing", "bringing", "needing", "requiring",
                       "involving"})
 # Words for a person, as subjects: "nobody", "not anyone", "not a soul".
-PERSON_SUBJECTS = frozenset({"nobody", "noone", "no-one", "anyone", "anybody", "soul", "person", "one",
+PERSON_SUBJECTS = frozenset({"nobody", "noone", "no-one", "anyone", "anybody", "soul", "person",
                              "someone", "somebody", "he", "she", "they", "i", "you", "we", "people"})
+# Pronouns that name no visible subject: a predicate of "it" is repelled without a subject.
+EMPTY_SUBJECTS = frozenset({"it", "this", "that", "which", "what", "something", "anything", "everything",
+                            "nothing", "there", "here"})
+# Verbs that, with a negative-quantified subject, say the thing is not there ("no cup is needed", "no handbag
+# accompanying her", "no chair is provided"): the object rules' absent thing, not a predicate.
+THERE_VERBS = frozenset({"need", "needed", "require", "required", "provide", "provided", "accompany",
+                         "accompanying", "accompanied", "accompanies", "occupy", "occupied", "occupies",
+                         "occupying", "inhabit", "inhabited", "populate", "populated", "remain", "remains",
+                         "remained", "exist", "exists", "existed"})
 RELATIVE = frozenset({"that", "which", "who", "whom", "whose"})
 BE = frozenset({"be", "is", "are", "was", "were", "been", "being", "am", "'s", "'re", "'m"})
 # Litotes: "not bad" and "not unlike X" say something positive; they negate no visible thing.
@@ -91,10 +106,11 @@ def _np_text(doc, tok) -> str:
 _ASIDE = frozenset({"relcl", "appos", "advcl", "parataxis", "punct", "conj", "cc", "ccomp", "dep", "mark"})
 
 
-def _words(doc, a: int, b: int) -> str:
-    """The lower-case words of doc[a:b], up to the first clause or aside that hangs inside it."""
+def _words(doc, a: int, b: int, keep: int = -1) -> str:
+    """The lower-case words of doc[a:b], up to the first clause or aside that hangs inside it (``keep``: the
+    predicate's own token, never a cut)."""
     for tok in doc[a + 1:b]:
-        if tok.dep_ in _ASIDE and tok.tag_ != "HYPH":
+        if tok.dep_ in _ASIDE and tok.tag_ != "HYPH" and tok.i != keep:
             b = tok.i
             break
     while b > a and (doc[b - 1].is_punct or doc[b - 1].lower_ in ("and", "but", "or")):
@@ -123,7 +139,9 @@ def _predicate(doc, cue, pred, start: int, subj, clause_lo: int, floor: int, cue
                subj_text: str | None = None, keep_subject: bool = True) -> Found | None:
     """A predicate negation: the phrase is subject + doc[start:end of pred's own dependents]."""
     end = _pred_end(doc, pred, start)
-    words = _words(doc, start, end)
+    while start < pred.i and doc[start].pos_ == "ADV" and doc[start].head.i == pred.i:
+        start += 1  # adverbs of time and degree before the predicate ("not yet arrived") are not repelled
+    words = _words(doc, start, end, pred.i)
     if not words:
         return None
     if subj_text is None:
@@ -186,7 +204,7 @@ def litotes(doc, t, floor):
     if k >= len(doc):
         return None
     w = doc[k]
-    if w.lower_ in LITOTES or (w.lower_.startswith("un") and len(w) > 5 and w.tag_ in ("JJ", "IN") and
+    if w.lower_ in LITOTES or (w.lower_.startswith("un") and len(w) > 5 and w.tag_ in ("JJ", "IN", "VBN") and
                                w.lower_ not in ("under", "underneath", "until", "unto")):
         return NOT_A_CUE
     return None
@@ -252,7 +270,10 @@ def _neg_subject(doc, t):
 
 
 def _neg_subject_text(doc, subj) -> str:
-    """What a negative-quantified subject names: "person" for "nobody", the noun of "none of the sheep"."""
+    """What a negative-quantified subject names: "person" for "nobody" and "no one", the noun of "none of the
+    sheep"."""
+    if subj.lower_ == "one":
+        return "person"
     if subj.lower_ == "none":
         pobj = [x for c in subj.children if c.lower_ == "of" for x in c.children if x.dep_ == "pobj"]
         return _np_text(doc, pobj[0]) if pobj else ""
@@ -289,10 +310,13 @@ def negative_subject(doc, t, floor):
         text = _np_text(doc, noun)
         lo = t.i
         start = verb.i
-    if verb.tag_[:2] != "VB" or verb.lower_ in BE or _present_like(verb):
+    if verb.tag_[:2] != "VB" or verb.lower_ in BE or _present_like(verb) or verb.lower_ in THERE_VERBS:
         return None
     if any(c.dep_ == "expl" for c in verb.children):
         return None
+    a, b = sorted((subj.i, verb.i))
+    if any(doc[x].is_punct and doc[x].tag_ != "HYPH" or doc[x].lower_ in ("sight", "view") for x in range(a, b)):
+        return None  # "not a truck in sight - just a hillside, bathed in light": another clause's verb
     if text is None:
         text = _neg_subject_text(doc, subj)
     passive = [c for c in verb.children if c.dep_ == "auxpass" and c.lower_ == "being" and c.i > subj.i]
@@ -385,6 +409,8 @@ def predicate_not(doc, t, floor):
         return None
     n = len(doc)
     k = t.i + 1
+    if k < n and doc[k].lower_ in NOT_AFTER:  # "not only", "not quite", "not just": the object rules' business
+        return None
     if k < n and (doc[k].pos_ in ("DET", "NUM", "PRON") or doc[k].pos_ in NOUNISH):
         return None
     h = t.head
@@ -404,7 +430,11 @@ def predicate_not(doc, t, floor):
                 return None
         pred, subj_head = c, h
     elif h.tag_[:2] == "VB" or h.pos_ in ("ADJ", "ADP"):
-        if _present_like(h) or h.lower_ in COMPARE or h.lower_ in COMPARE_VERBS:
+        if _lemma(h.lower_) in COGNITION or h.lower_ in COGNITION:
+            return _raised(doc, t, h, floor)
+        if _present_like(h) or h.lower_ in COMPARE or h.lower_ in CUE_HEADS:
+            return None
+        if h.lower_ in COMPARE_VERBS and h.i + 1 < n and doc[h.i + 1].lower_ in COMPARE:
             return None
         if h.pos_ == "ADP":
             pobj = [x for x in h.children if x.dep_ == "pobj"]
@@ -418,13 +448,45 @@ def predicate_not(doc, t, floor):
     subj = _subject(doc, subj_head)
     if subj is not None and subj.lower_ in ("nothing", "none", "nobody"):
         return None
-    if subj is not None and subj.lower_ in PLACE_NOUNS and subj.pos_ == "PRON":
+    if subj is not None and subj.lower_ in EMPTY_SUBJECTS:
         subj = None
     clause_lo = t.i
     if subj_head.dep_ in ("relcl", "acl") and subj is not None and subj.i < subj_head.i:
         clause_lo = min(x.i for x in subj_head.subtree)
     return _predicate(doc, t, pred, k, subj, clause_lo, floor,
                       cue_text={"nt": "n't"}.get(t.lower_, t.lower_.replace("\u2019", "'")))
+
+
+def _raised(doc, t, h, floor):
+    """A negation raised over a verb of thinking: "I don't think there is a dog" is "there is no dog", "I don't
+    think the dog is sleeping" is "the dog is not sleeping"; without a clause after the verb: not this family."""
+    comp = [c for c in h.children if c.dep_ == "ccomp" and c.i > t.i]
+    if not comp:
+        return None
+    v = comp[0]
+    n = len(doc)
+    if any(c.dep_ == "expl" for c in v.children):
+        nouns = [c for c in v.children if c.dep_ in ("attr", "nsubj", "dobj") and c.i > v.i]
+        if not nouns:
+            return None
+        k = min(x.i for x in nouns[0].subtree)
+        phrases, _ = _forward(doc, k, n)
+        return _object(doc, t, t.lower_.replace("\u2019", "'"), phrases, min(x.i for x in h.subtree), k)
+    subj = [c for c in v.children if c.dep_ in ("nsubj", "nsubjpass")]
+    if not subj or v.lower_ in BE and not [c for c in v.children if c.dep_ in ("acomp", "prep") and c.i > v.i]:
+        return None
+    if _present_like(v) or v.lower_ in BE:
+        comps = [c for c in v.children if c.dep_ in ("acomp", "prep") and c.i > v.i]
+        if not comps or _present_like(comps[0]):
+            np_ = _subject_np(doc, subj[0])
+            return _object(doc, t, t.lower_.replace("\u2019", "'"), [np_] if np_ else [],
+                           min(x.i for x in h.subtree), v.i + 1)
+        v = comps[0]
+    start = v.i
+    while start > subj[0].i + 1 and doc[start - 1].pos_ == "AUX" and doc[start - 1].lower_ not in BE:
+        start -= 1
+    return _predicate(doc, t, v, start, subj[0], min(x.i for x in h.subtree), floor,
+                      cue_text=t.lower_.replace("\u2019", "'"), keep_subject=False)
 
 
 #: The families, in the order the analyser tries them on each token.

@@ -677,7 +677,8 @@ def find_negations(doc, text: str, families=()) -> list[Found]:
                 claimed = fam.read(doc, t, floors[i])
                 if claimed is not None:
                     break
-        if claimed == NOT_A_CUE:
+        if claimed == NOT_A_CUE:  # the words it names are no cue either ("not unoccupied", "no. 7")
+            consumed.update(range(i + 1, min(n, i + 3)))
             continue
         if claimed is not None:
             found.append(claimed)

@@ -69,18 +69,21 @@ class ObjectVocabulary:
         return [self.forms[m.group()] for m in self._re.finditer(_norm_words(text))]
 
     def _phrase_objects(self, phrase, affirmative: set[str]) -> list[str]:
-        """The objects a phrase negates: all it names for an object phrase; for a predicate phrase those not
-        kept in the affirmative text ("a horse not galloping": the horse is there, only not galloping; "no cow
-        is lying down": no cow)."""
-        objs = self.find(phrase.text)
-        return objs if phrase.kind == "object" else [o for o in objs if o not in affirmative]
+        """The objects a phrase negates: all it names for an object phrase; for a predicate phrase, its subject's
+        when the subject is not kept in the affirmative text ("no cow is lying down": no cow; "a horse not
+        galloping": the horse is there, only not galloping; "a cup not on the shelf": nothing is said about a
+        shelf)."""
+        if phrase.kind == "object":
+            return self.find(phrase.text)
+        return [o for o in self.find(phrase.subject) if o not in affirmative]
 
     def affirmed(self, text: str) -> list[str]:
-        """Objects mentioned *outside* every negated phrase (a derived "positive" label)."""
+        """Objects mentioned *outside* every negated phrase, or kept in the affirmative text (a derived
+        "positive" label)."""
         a = self._analysis(text)
         kept = set(self.find(a.affirmative_text))
-        negated = {o for p in a.phrases for o in self._phrase_objects(p, kept)}
-        return [o for o in dict.fromkeys(self.find(text)) if o not in negated]
+        inside = {o for p in a.phrases for o in self.find(p.text)}
+        return [o for o in dict.fromkeys(self.find(text)) if o not in inside or o in kept]
 
     def negated(self, text: str) -> list[list[str]]:
         """Per negated phrase of the analysis, the objects it negates (may be empty)."""

@@ -26,7 +26,8 @@ its batch), so AdaNeg is transductive: ``score_samples(X)`` starts from an empty
 given order (``shuffle=True``: in a ``default_rng(random_state)`` permutation, scores returned in ``X``'s order);
 the same ``X``, order and seed give the same scores, another order gives other scores. ``score_partial(X)``
 continues the stream of earlier calls (OpenOOD feeds a postprocessor batch by batch); ``reset()`` empties the
-memory. The OOD table streams the ID, OOD and shifted-ID images together, in one seeded random order.
+memory. The OOD table streams each ID set (the ID images; each shifted-ID set) with every OOD set, in one seeded
+random order per stream.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import numpy as np
 from sayno.base.prompts import softmax
 from sayno.errors import InputError
 from sayno.ood.scorers import NegLabel, NotFittedError, neglabel
+
+SLOT_CHUNK = 512  # occupied memory slots per block of the proxy similarities
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
@@ -74,17 +77,23 @@ def proxy_cosine(x: np.ndarray, text: np.ndarray, memory: Memory, beta: float | 
     without forming the (B, S, D) proxies: ``cos = (w . sims) / sqrt(w^T G w)`` with G the entries' Gram matrix.
     """
     out = x @ text.T  # empty slots: the text feature itself
-    occ = np.flatnonzero(memory.count > 0)
-    if len(occ) == 0:
-        return out
-    ent = np.concatenate([text[occ][:, None], memory.feats[occ]], axis=1)  # (O, 1 + L, D)
-    valid = np.arange(ent.shape[1])[None, :] <= memory.count[occ][:, None]  # (O, 1 + L)
-    sims = np.einsum("bd,old->bol", x, ent)  # (B, O, 1 + L)
-    w = valid[None] * (np.exp(-beta * (1.0 - sims)) if beta is not None else 1.0)
-    gram = np.einsum("old,omd->olm", ent, ent)  # (O, 1 + L, 1 + L)
-    num = (w * sims).sum(-1)
-    sq = (np.einsum("bol,olm->bom", w, gram, optimize=True) * w).sum(-1)
-    out[:, occ] = num / np.sqrt(np.maximum(sq, 1e-24))
+    occupied = np.flatnonzero(memory.count > 0)
+    for s in range(0, len(occupied), SLOT_CHUNK):  # bounded memory: (B, chunk, 1 + L) at a time
+        occ = occupied[s:s + SLOT_CHUNK]
+        ent = np.concatenate([text[occ][:, None], memory.feats[occ]], axis=1).astype(np.float32)  # (O, 1 + L, D)
+        valid = (np.arange(ent.shape[1])[None, :] <= memory.count[occ][:, None]).astype(np.float32)  # (O, 1 + L)
+        sims = np.einsum("bd,old->bol", x.astype(np.float32), ent, optimize=True)  # (B, O, 1 + L)
+        if beta is None:
+            w = np.broadcast_to(valid, sims.shape)
+        else:  # exp(-beta (1 - sims)), in place
+            w = sims - np.float32(1.0)
+            w *= np.float32(beta)
+            np.exp(w, out=w)
+            w *= valid
+        gram = np.einsum("old,omd->olm", ent, ent, optimize=True)  # (O, 1 + L, 1 + L)
+        num = (w * sims).sum(-1, dtype=np.float64)
+        sq = (np.einsum("bol,olm->bom", w, gram, optimize=True) * w).sum(-1, dtype=np.float64)
+        out[:, occ] = num / np.sqrt(np.maximum(sq, 1e-24))
     return out
 
 

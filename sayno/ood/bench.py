@@ -16,8 +16,10 @@ The emoji world (:func:`world_ood_benchmark`): ID classes from the ID categories
 Rows beyond the baselines and CLIPN (issue 28): GL-MCM (global + local patch features: the images are encoded
 once with their patch tokens, cached beside the features; skipped with a note for an image tower without patch
 tokens), CSP (NegLabel's nouns + the conjugated pool) and AdaNeg (test-time proxies; transductive: its scores
-depend on the other test images, so it sees the ID, OOD and shifted-ID images as one stream in a seeded random
-order, :data:`STREAM_SEED`).
+depend on the other test images, so it sees each ID set together with every OOD set as one test stream in a seeded
+random order, :data:`STREAM_SEED`: the ID images with the OOD sets for the main table, and each shifted-ID set with
+the OOD sets, in a stream of its own, for its covariate-shift columns; a column does not depend on which other
+shifted sets were given).
 
 Degenerate inputs: an empty OOD set is listed with ``n = 0`` and no metrics (JSON null) and left out of the
 average; an OOD set or ID folder that does not exist is an error; unreadable images are dropped and counted
@@ -213,14 +215,19 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
         else:
             x_id, x_ood, x_shift = f_id, ood_feats, shifted
         t0 = time.perf_counter()
+        ood_by_shift = None
         if getattr(scorer, "transductive", False):
-            s_id, s_ood, s_shift = stream_scores(scorer, x_id, x_ood, {k: v[0] for k, v in x_shift.items()})
+            s_id, s_ood = stream_scores(scorer, x_id, x_ood)
+            s_shift, ood_by_shift = {}, {}
+            for k, v in x_shift.items():
+                s_shift[k], ood_by_shift[k] = stream_scores(scorer, v[0], x_ood)
         else:
             s_id = scorer.score_samples(x_id)
             s_ood = {k: scorer.score_samples(v) for k, v in x_ood.items()}
             s_shift = {k: scorer.score_samples(v[0]) for k, v in x_shift.items()}
         timings[row] = round(time.perf_counter() - t0, 4)
-        methods_out[row] = _row_metrics(scorer, x_id, y_id, s_id, s_ood, x_shift, s_shift, openood_fpr)
+        methods_out[row] = _row_metrics(scorer, x_id, y_id, s_id, s_ood, x_shift, s_shift, openood_fpr,
+                                        ood_by_shift)
         if scorer.has_rule:  # the method's own decision: the share of each set it calls OOD
             for k, v in x_ood.items():
                 if len(v):
@@ -250,23 +257,19 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
     return result
 
 
-def stream_scores(scorer: OODScorer, x_id: np.ndarray, x_ood: Mapping[str, np.ndarray],
-                  x_shift: Mapping[str, np.ndarray], seed: int = STREAM_SEED
-                  ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """A transductive scorer's scores when it sees every set as one test stream, in a ``default_rng(seed)``
-    random order: (ID scores, {OOD set: scores}, {shifted set: scores}), each in its set's order."""
-    parts = [("", x_id), *(("ood", k, v) for k, v in x_ood.items()), *(("shift", k, v) for k, v in x_shift.items())]
-    arrays = [p[-1] for p in parts]
+def stream_scores(scorer: OODScorer, x_id: np.ndarray, x_ood: Mapping[str, np.ndarray], seed: int = STREAM_SEED
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A transductive scorer's scores when it sees the ID images and every OOD set as one test stream, in a
+    ``default_rng(seed)`` random order: (ID scores, {OOD set: scores}), each in its set's order."""
+    arrays = [x_id, *x_ood.values()]
     sizes = [len(a) for a in arrays]
-    allx = np.concatenate(arrays) if sum(sizes) else arrays[0]
+    allx = np.concatenate(arrays)
     order = np.random.default_rng(seed).permutation(len(allx))
     scores = np.empty(len(allx))
     if len(allx):
         scores[order] = scorer.score_samples(allx[order])
     chunks = np.split(scores, np.cumsum(sizes)[:-1])
-    s_ood = {p[1]: c for p, c in zip(parts[1:], chunks[1:]) if p[0] == "ood"}
-    s_shift = {p[1]: c for p, c in zip(parts[1:], chunks[1:]) if p[0] == "shift"}
-    return chunks[0], s_ood, s_shift
+    return chunks[0], dict(zip(x_ood, chunks[1:]))
 
 
 def _templates_info() -> dict:
@@ -274,7 +277,10 @@ def _templates_info() -> dict:
     return {"name": t["name"], "version": t["version"], "affirmative": t["affirmative"]}
 
 
-def _row_metrics(scorer: OODScorer, f_id, y_id, s_id, s_ood, shifted, s_shift, openood_fpr: bool) -> dict:
+def _row_metrics(scorer: OODScorer, f_id, y_id, s_id, s_ood, shifted, s_shift, openood_fpr: bool,
+                 ood_by_shift: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> dict:
+    """One row of the table. ood_by_shift: per shifted set, the OOD scores to compare it with (a transductive
+    scorer's own stream for that set); default ``s_ood``."""
     out: dict[str, float | None | int] = {"ID acc": 100.0 * accuracy(scorer.predict_class(f_id), y_id)}
     aurocs, fprs = [], []
     for k, so in s_ood.items():
@@ -297,7 +303,8 @@ def _row_metrics(scorer: OODScorer, f_id, y_id, s_id, s_ood, shifted, s_shift, o
         if len(fs) == 0:
             continue
         out[f"{k} ID acc"] = 100.0 * accuracy(scorer.predict_class(fs), ys)
-        mets = [ood_metrics(s_shift[k], so) for so in s_ood.values() if len(so)]
+        against = s_ood if ood_by_shift is None else ood_by_shift[k]
+        mets = [ood_metrics(s_shift[k], so) for so in against.values() if len(so)]
         out[f"{k} AUROC"] = float(np.mean([m["AUROC"] for m in mets])) if mets else None
         out[f"{k} FPR95"] = float(np.mean([m["FPR95"] for m in mets])) if mets else None
     return out

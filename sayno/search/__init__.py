@@ -11,7 +11,14 @@ atomic switches), ``query`` (routing between plain CLIP and CLIPGlasses), ``cli`
 
 from sayno.search.build import BuildReport, IndexConfig, build_index, scan_folder
 from sayno.search.query import MAX_K, MAX_QUERY_CHARS, Hit, Searcher, SearchResult, validate_query
-from sayno.search.store import IndexBackboneMismatch, IndexData, IndexMismatch, SearchError, read_index
+from sayno.search.store import (
+    IndexBackboneMismatch,
+    IndexData,
+    IndexFileError,
+    IndexMismatch,
+    SearchError,
+    read_index,
+)
 
 __all__ = [
     "MAX_K",
@@ -21,6 +28,7 @@ __all__ = [
     "IndexBackboneMismatch",
     "IndexConfig",
     "IndexData",
+    "IndexFileError",
     "IndexMismatch",
     "SearchError",
     "SearchResult",

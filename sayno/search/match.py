@@ -10,6 +10,8 @@ Search reuses both halves of that principle, unchanged:
     p is present in I  <=>  e_p.I >= max_b e_b.I   (I looks at least as much like p as like the object the
                                                     calibration takes to be present in I: its best bank object)
                        and  r(p, I) > tau           (p clears the calibrated presence threshold)
+                       and  e_p.I > level           (and the calibrated level of a matching caption, the same
+                                                    midpoint of present and absent on the absolute scale)
     I matches a query  <=>  every phrase the query asks for is present
                             and no phrase it leaves out ("no X", "- X") is present
 
@@ -62,11 +64,11 @@ def relative(phrases: np.ndarray, mu: np.ndarray, images: np.ndarray) -> np.ndar
     return (phrases - np.asarray(mu, np.float32)[None]) @ np.asarray(images, np.float32).T
 
 
-def presence(sims: np.ndarray, bank_best: np.ndarray, rel: np.ndarray, tau: float) -> np.ndarray:
+def presence(sims: np.ndarray, bank_best: np.ndarray, rel: np.ndarray, tau: float, level: float) -> np.ndarray:
     """(P, M) bool: phrase p present in image m. sims (P, M) ``e_p.I``; bank_best (M,) ``max_b e_b.I``; rel
-    (P, M) ``(e_p - mu).I``; tau: the calibrated presence threshold."""
+    (P, M) ``(e_p - mu).I``; tau, level: the calibrated presence thresholds (relative, absolute)."""
     sims = np.asarray(sims, np.float32)
-    return (sims >= np.asarray(bank_best, np.float32)[None] - 1e-6) & (np.asarray(rel) > tau)
+    return (sims >= np.asarray(bank_best, np.float32)[None] - 1e-6) & (np.asarray(rel) > tau) & (sims > level)
 
 
 def match_flags(wanted: np.ndarray, unwanted: np.ndarray) -> np.ndarray:
@@ -111,6 +113,12 @@ class Matcher:
     def tau(self) -> float:
         return float(self.calibration.tau)
 
+    @property
+    def level(self) -> float:
+        """The absolute floor: the calibration's ``level`` (the fallback's 0 when it has none)."""
+        level = float(self.calibration.level)
+        return level if np.isfinite(level) and not self.calibration.fallback else 0.0
+
     def flags(self, test: MatchTest, images: np.ndarray) -> np.ndarray:
         """(M,) bool for (M, D) image features."""
         images = np.asarray(images, np.float32)
@@ -123,7 +131,7 @@ class Matcher:
         if not phrases:
             return np.zeros((0, len(images)), bool)
         emb = self.encoder.encode_phrases(list(phrases))
-        return presence(emb @ images.T, best, relative(emb, self._mu, images), self.tau)
+        return presence(emb @ images.T, best, relative(emb, self._mu, images), self.tau, self.level)
 
 
 __all__ = ["SECTION", "MatchTest", "Matcher", "calibrate_index", "match_flags", "presence", "relative", "section",

@@ -58,6 +58,7 @@ MAX_TOPK = 16_384  # Milvus's largest limit per search
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
 KEY_SHA1 = "sha1"  # primary key: 63 bits of the content's sha1 (one row per distinct content)
 KEY_ROW = "row"  # primary key: the row of the version (collections written before keys were contents)
+LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
 LOGGERS = ("pymilvus", "milvus_lite", "grpc")  # the libraries whose logging sayno captures while calling them
 
 
@@ -277,12 +278,20 @@ class MilvusStore:
         self.uri = normalise_uri(uri)
         self.timeout = timeout
         self.sent = {"insert": 0, "upsert": 0, "delete": 0}
+        # Milvus Lite serves its file from this process: no keepalive pings (its gRPC server answers a client
+        # that pings while idle with GOAWAY "too_many_pings", and the next call on that channel fails)
+        extra = {"grpc_options": LITE_GRPC_OPTIONS} if is_lite(self.uri) else {}
+        error = None
         with quiet_milvus() as records:
-            try:
-                self.client = pymilvus.MilvusClient(self.uri, token=token, timeout=timeout)
-                error = None
-            except Exception as e:  # noqa: BLE001 - pymilvus raises MilvusException subclasses and grpc errors
-                error = e
+            for attempt in range(2 if extra else 1):
+                try:
+                    self.client = pymilvus.MilvusClient(self.uri, token=token, timeout=timeout, **extra)
+                    error = None
+                    break
+                except Exception as e:  # noqa: BLE001 - pymilvus raises MilvusException subclasses, grpc errors
+                    error = e
+                    if not is_outage(e):
+                        break
         if error is not None:
             cause = _cause(self.uri, error, records, opening=True)
             if cause:
@@ -292,11 +301,17 @@ class MilvusStore:
         self._lock = threading.Lock()
 
     def _call(self, what: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` with their logs captured; a failure is one line naming ``what``. On Milvus
+        Lite a dropped connection (its gRPC server sends GOAWAY to a channel left idle) is tried once more."""
+        tries = 2 if is_lite(self.uri) else 1
         with quiet_milvus() as records:
-            try:
-                return fn(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001 - see __init__
-                error = e
+            for attempt in range(tries):
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001 - see __init__
+                    error = e
+                    if attempt + 1 == tries or not is_outage(e):
+                        break
         cause = _cause(self.uri, error, records)
         if cause:
             raise MilvusError(f"milvus at {self.uri}: {what} failed: {cause}") from None

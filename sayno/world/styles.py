@@ -10,7 +10,12 @@
 
 The npm packages live in ``$SAYNO_EMOJI_DIR/node_modules`` (default ``~/.cache/sayno/emoji``), where ``setup.sh``
 installs them. A style that cannot draw some concepts still builds a world from the rest
-(:func:`drawable_concepts` warns with their names), unless fewer than :data:`MIN_DRAWABLE` of them remain.
+(:func:`drawable_concepts` warns with their names and why), unless fewer than :data:`MIN_DRAWABLE` of them remain.
+
+Art files are checked before they are drawn (:class:`ArtLimits`, :data:`ART_LIMITS`): a raster file's pixel count
+from its header, an SVG's size and how much it expands once its ``<use>``/``href`` references are followed
+(:func:`svg_work`: cairosvg has no time limit, and 12 KB of nested ``<use>`` would keep it busy for days). A file
+over a limit is a :class:`StyleError` for that concept, so the world is built without it.
 """
 
 from __future__ import annotations
@@ -265,8 +270,9 @@ def read_rgba(path: Path, limits: ArtLimits = ART_LIMITS) -> Image.Image:
     except StyleError:
         raise
     except Image.DecompressionBombError as e:  # Pillow refuses at open beyond 2 x its MAX_IMAGE_PIXELS
-        raise StyleError(f"style image {path} is too large to draw ({_first_line(e)}); the limit is "
-                         f"{limits.max_pixels:,} pixels") from e
+        pillow = _first_line(e).split(", could be")[0]  # "Image size (N pixels) exceeds limit of M pixels"
+        raise StyleError(f"style image {path} is too large to draw ({pillow}); an emoji may have at most "
+                         f"{limits.max_pixels:,} pixels; not drawn") from e
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise StyleError(f"cannot read style image {path}: {_first_line(e)}") from e
 
