@@ -21,6 +21,7 @@ training-free Glasses (``--no-training-free`` skips it), calibrated on the first
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -122,8 +123,10 @@ def main() -> None:
     t = time.perf_counter()
     g.read_chars(negated_texts)
     read_cold = time.perf_counter() - t
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"backbone {backbone.spec} (D={backbone.embed_dim}); {args.n} captions ({negated} negated) x "
-          f"{args.m} images; torch threads {torch.get_num_threads()}; median of {args.repeat}")
+          f"{args.m} images; torch threads {torch.get_num_threads()}; median of {args.repeat}; "
+          f"load average {load1:.1f} on {os.cpu_count()} CPUs")
     print(f"plain CLIP score_matrix:             {1000 * mp:8.1f} ms")
     print(f"Glasses score_matrix ({g.config.score}):       {1000 * mg:8.1f} ms   ratio {mg / mp:.2f}x")
     print(f"Glasses, reference (clamped) score:  {1000 * mr:8.1f} ms   ratio {mr / mp:.2f}x")

@@ -15,7 +15,9 @@ path (`sayno.search.build_index` with the embedded default, `Searcher.search`):
 2. Match flags, on an index of the scenes that show none of 10 *absent* objects (drawn with the seed among the
    objects of the test scenes): for each absent object X, "a X" -> how many of the top 10 are marked matches
    (target <= 10%); for each object present in at least 5 indexed scenes, "a X" -> of the top 5, how many are
-   matches, show X, and both (target >= 90%). The present test is also run on the full index.
+   matches, show X, and both (target >= 90%). The present test is also run on the full index, and the absent
+   test on the full index for the world's 42 "unseen" concepts (never drawn in a scene, never seen by the
+   embedded CLIP).
 The world's scene metadata (`retrieval_test.csv`, `positive_objects`) says which objects a scene shows.
 """
 
@@ -36,6 +38,7 @@ from sayno.glasses.analysis import analyse
 from sayno.glasses.training_free import content_free
 from sayno.search import IndexConfig, Searcher, build_index
 from sayno.world.build import WorldConfig, build_world
+from sayno.world.concepts import unseen_concepts
 
 
 def scene_objects(world: Path) -> dict[str, set[str]]:
@@ -157,6 +160,7 @@ def main() -> None:
            "tau_lacking": lacking.search("a cat", 1).match_test["tau"],
            "negation": negation(full, world, objects, frequent),
            "absent": absent(lacking, left_out),
+           "unseen": absent(full, sorted(c.name for c in unseen_concepts())),
            "present_lacking": present(lacking, kept),
            "present_full": present(full, objects)}
     out["seconds"] = round(time.perf_counter() - t, 1)
@@ -171,6 +175,10 @@ def main() -> None:
     print(f"absent objects: {a['top10_marked_match']:.1%} of the top 10 marked as matches (target <= 10%); "
           f"per object {a['per_object']}; {a['queries_saying_no_match']}/{len(left_out)} say 'no image here "
           f"looks like ...' (tau {out['tau_lacking']})")
+    u = out["unseen"]
+    print(f"objects no scene shows (the world's {len(u['objects'])} 'unseen' concepts, full index): "
+          f"{u['top10_marked_match']:.1%} of the top 10 marked as matches; {u['queries_saying_no_match']}/"
+          f"{len(u['objects'])} say 'no image here looks like ...'")
     for name in ("present_lacking", "present_full"):
         p = out[name]
         print(f"{name}: {p['objects']} objects, top 5: {p['top5_match']:.1%} marked matches, {p['top5_show']:.1%} "

@@ -239,3 +239,32 @@ def test_the_table_streams_each_id_set_with_the_ood_sets(toy):
     np.testing.assert_array_equal(np.r_[s_id, s_ood["a"], s_ood["b"]], want)
     again = stream_scores(sc, id_x, {"a": ood_x[:20], "b": ood_x[20:]}, seed=3)
     np.testing.assert_array_equal(again[0], s_id)  # same sets, order and seed: same scores
+
+
+def _pngs(folder, n, seed):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_the_table_has_the_new_rows_for_a_one_class_question(tmp_path, tiny):
+    """One ID class through evaluate_ood (CLIPN's user case): GL-MCM, CSP and AdaNeg rows all appear, with their
+    metrics, beside the baselines; a user word list stands in for WordNet (CSP: nouns only, no adjectives)."""
+    from sayno.features import FeatureCache
+    from sayno.ood.bench import evaluate_ood
+
+    _pngs(tmp_path / "id" / "dog", 6, 0)
+    _pngs(tmp_path / "ood", 5, 1)
+    _pngs(tmp_path / "shift" / "dog", 4, 2)
+    words = ["car", "tree", "house", "river", "phone", "shoe", "cloud", "bread", "lamp", "chair"]
+    res = evaluate_ood(tiny, ["dog"], tmp_path / "id", {"far": tmp_path / "ood"}, words=words,
+                       shifted_id={"other": tmp_path / "shift"}, methods=["MCM", "NegLabel", "GL-MCM", "CSP", "AdaNeg"],
+                       cache=FeatureCache(tmp_path / "cache"), progress=False)
+    assert list(res["methods"]) == ["MCM", "NegLabel", "GL-MCM", "CSP", "AdaNeg"]
+    assert res["local_features"] is True and res["csp_labels"]["nouns"] == 1
+    for row, m in res["methods"].items():
+        assert m["ID acc"] == 100.0 and m["far AUROC"] is not None and m["other AUROC"] is not None, row
+    assert res["methods"]["GL-MCM"]["far AUROC"] == 50.0  # one class: every score is 2, ties count one half

@@ -4,6 +4,7 @@ file, hostile art has limits, a full disk while encoding is one line, and logs t
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 from pathlib import Path
@@ -450,3 +451,24 @@ def test_wide_tables_in_a_log_keep_their_borders(monkeypatch):
     assert len(lines) == 5 and "…" not in out.getvalue()
     assert all(line[0] in "┏┃┡│└" and line[-1] in "┓┃┩│┘" for line in lines)  # every border closed
     assert len({len(line) for line in lines}) == 1 and "metric_23" in lines[1] and "2.8395" in lines[3]
+
+
+def test_shipped_weights_record_no_absolute_paths():
+    """The shipped checkpoints' metadata names data by paths relative to the data root (issue 29)."""
+    from sayno.checkpoint import read_header
+
+    weights = Path(__file__).resolve().parents[1] / "sayno" / "weights"
+    for path in sorted(weights.glob("*.safetensors")):
+        text = json.dumps(read_header(path).to_dict())
+        assert not re.search(r'"/(work|home|root|tmp|Users|mnt)/', text), path.name
+    training = read_header(weights / "glasses-embedded.safetensors").sections["training"]
+    assert training["data_root"] == "world-v3" and "negation_train.csv" in training["data"]
+
+
+def test_new_checkpoints_record_data_relative_to_its_root(tmp_path):
+    from sayno.base.training import data_record
+
+    (tmp_path / "world").mkdir()
+    files = [tmp_path / "world" / "a.csv", tmp_path / "world" / "b.csv"]
+    assert data_record(files[:1], files[1:]) == {"data_root": "world", "data": ["a.csv"], "val_data": ["b.csv"]}
+    assert data_record([files[0]]) == {"data_root": "world", "data": ["a.csv"]}

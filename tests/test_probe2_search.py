@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from sayno.search import IndexConfig, Searcher, build_index
+from sayno.search import IndexConfig, Searcher, build_index, store
 from sayno.search.store import IndexFileError, current_version, json_too_deep, read_index
 from sayno.search.table import FileTable
 from sayno.serve import ServeConfig, create_app
@@ -246,6 +246,27 @@ def test_a_fifo_is_never_waited_on(index, tmp_path):
     reader.join(30)
     assert not reader.is_alive(), "read_index waited on a FIFO"
     assert isinstance(out[0], IndexFileError) and "not a regular file" in str(out[0])
+
+    (copy / "CURRENT").unlink()
+    (copy / "CURRENT").write_text(current_version(index) + "\n")
+    for name in ("VERSIONS", ".lock"):  # what a build reads and opens
+        (copy / name).unlink(missing_ok=True)
+        os.mkfifo(copy / name)
+        out.clear()
+
+        def lock() -> None:
+            try:
+                with store.writer_lock(copy):
+                    store.recorded_versions(copy)
+            except BaseException as e:  # noqa: BLE001 - handed to the test thread
+                out.append(e)
+
+        writer = threading.Thread(target=lock, daemon=True)
+        writer.start()
+        writer.join(30)
+        assert not writer.is_alive(), f"a build waited on a FIFO {name}"
+        assert isinstance(out[0], IndexFileError) and name in str(out[0]) and "not a regular file" in str(out[0])
+        (copy / name).unlink()
 
 
 # ------------------------------------------------------------------------------------------ images, k

@@ -94,7 +94,9 @@ def test_bad_search_requests(client):
     assert r.status_code == 400 and "at most 50" in r.json()["detail"]
     assert client.get("/api/search", params={"q": "a dog", "mode": "evil"}).status_code == 422
     r = client.get("/api/search", params={"q": "no"})
-    assert r.status_code == 200 and r.json()["method"] == "clip" and r.json()["notes"]
+    # a cue with no phrase: the Glasses' fallback (the Lens on the whole query, issue 24), said in the notes
+    assert r.status_code == 200 and r.json()["method"] == "glasses" and r.json()["notes"]
+    assert [p["kind"] for p in r.json()["phrases"]] == ["caption"]
 
 
 def test_thumbnails_and_images(client):

@@ -218,8 +218,8 @@ class ResumeFile:
                     raise OtherRunState(f"{self.path}: the resume state of a run with other settings")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
         except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{unreadable} ({type(e).__name__}: {str(e)[:100]}); delete it to start "
-                                  "again") from e
+            reason = " ".join(str(e).split())[:100]
+            raise CheckpointError(f"{unreadable} ({type(e).__name__}: {reason}); delete it to start again") from e
         try:
             state = unpack_state(json.loads(meta.get("sayno.state", "")), tensors)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:

@@ -6,7 +6,8 @@
 
 Modules: ``config`` (GlassesConfig), ``analysis`` (what Glasses read from a caption, through
 :mod:`sayno.negation`), ``model`` (Glasses, load_glasses), ``scoring`` (numpy scores, GlassesScorer),
-``phrases`` (the bounded phrase-prompt memo), ``explain``, ``checkpoint`` (the ``sayno-glasses`` envelope),
+``phrases`` (the bounded phrase-prompt memo), ``reading`` (the memoised read limits), ``explain``,
+``checkpoint`` (the ``sayno-glasses`` envelope),
 ``data`` (training data through the sayno.data readers), ``train``, ``finetune`` (the text-tower baseline),
 ``cli`` (``sayno glasses ...``), ``training_free`` (Glasses with no learned weights, for any backbone),
 ``paper`` (the reference code's Lens and Frame, state-dict compatible), ``peers`` (training-free peers:

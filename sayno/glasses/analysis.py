@@ -37,12 +37,24 @@ def analyse(text: str) -> Analysis:
     return analyse_texts([text])[0]
 
 
+def needs_fallback(analysis: Analysis, read_chars: int | None = None) -> bool:
+    """Whether a caption that counts as negated gets the fallback slot (the Lens on the whole caption): the
+    analyser found no phrase at all (a cue it cannot attach, or no cue where the learned detector fired) and the
+    text encoder read its cue. Phrases that all start past what the encoder read give no slot: the caption's
+    features never saw the negation."""
+    if analysis.phrases:
+        return False
+    return read_chars is None or not analysis.negations or any(n.start < read_chars for n in analysis.negations)
+
+
 def caption_path(analysis: Analysis, negated: bool, read_chars: int | None = None) -> str:
-    """How Glasses read one caption: ``"none"`` (not negated: plain CLIP), ``"parse"`` (negated phrases become
-    slots) or ``"fallback"`` (negated with no phrase: one caption-level slot, the Lens on the whole caption)."""
+    """How Glasses read one caption: ``"none"`` (plain CLIP), ``"parse"`` (negated phrases become slots) or
+    ``"fallback"`` (negated with no phrase: one caption-level slot, the Lens on the whole caption)."""
     if not negated:
         return "none"
-    return "parse" if slot_phrases(analysis, read_chars) else "fallback"
+    if slot_phrases(analysis, read_chars):
+        return "parse"
+    return "fallback" if needs_fallback(analysis, read_chars) else "none"
 
 
 def phrase_key(text: str) -> str:

@@ -35,7 +35,12 @@ from torch import nn
 from sayno.base.scoring import TextBatch
 from sayno.errors import InputError
 from sayno.glasses import scoring
-from sayno.glasses.analysis import analyse, analyse_texts, slot_phrases  # noqa: F401 - analyse: re-exported
+from sayno.glasses.analysis import (  # noqa: F401 - analyse: re-exported
+    analyse,
+    analyse_texts,
+    needs_fallback,
+    slot_phrases,
+)
 from sayno.glasses.checkpoint import check_state, read_glasses_checkpoint, write_glasses_checkpoint
 from sayno.glasses.config import GlassesConfig, GlassesError, phrase_prompt
 from sayno.glasses.explain import explain
@@ -164,7 +169,7 @@ class Glasses(nn.Module):
                     owner.append(int(i))
                     phrases.append(p.text)
                     hedged.append(p.hedged)
-            else:
+            elif found or needs_fallback(analysis, limit):
                 # one slot per caption: the caption-level Lens, and the fallback (issue 24) of a negated caption
                 # with no phrase found (a cue without a phrase, or the learned detector alone): the Lens reads
                 # the whole caption (phrase "") instead of the caption keeping its plain score

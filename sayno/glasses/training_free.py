@@ -257,6 +257,7 @@ class TrainingFreeGlasses:
             raise GlassesError("training-free Glasses need a backbone or an explicit embed_dim")
         self.embed_dim = int(dim)
         self.phrases = PhraseEncoder(phrase_encoder, self.embed_dim, phrase_cache)
+        self.ensembles = PhraseEncoder(self._ensemble, self.embed_dim, phrase_cache)  # per phrase, memoised
         self.reading = ReadLimits(backbone)
         scale = logit_scale if logit_scale is not None else getattr(backbone, "logit_scale", None)
         if scale is None or not np.isfinite(float(scale)) or float(scale) <= 0:
@@ -326,10 +327,12 @@ class TrainingFreeGlasses:
         return self.phrases.encode(texts)
 
     def encode_phrases(self, phrases: Sequence[str]) -> np.ndarray:
-        """(n, D) prompt-ensembled embeddings of phrases (mean of the normalised prompts, normalised)."""
-        phrases = list(phrases)
-        if not phrases:
-            return np.zeros((0, self.embed_dim), np.float32)
+        """(n, D) prompt-ensembled embeddings of phrases (mean of the normalised prompts, normalised), memoised
+        per phrase (:attr:`ensembles`: building the prompts cost more than the rest of a batch's slots)."""
+        return self.ensembles.encode(phrases)
+
+    def _ensemble(self, phrases: list[str]) -> np.ndarray:
+        """(n, D) :meth:`encode_phrases` without the memo."""
         k = len(self.settings.prompts)
         emb = self.encode_texts([phrase_prompt(t, p) for p in phrases for t in self.settings.prompts])
         emb = emb.reshape(len(phrases), k, -1).astype(np.float64)

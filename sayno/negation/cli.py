@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from sayno.cliutil import output_console
 from sayno.errors import SaynoError
 from sayno.negation.analyser import Analyser, default_analyser
 
@@ -35,8 +36,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
             return
         from rich.table import Table
-
-        from sayno.cliutil import output_console
 
         console = output_console()  # a table in a log or a file keeps its full width
         for r in results:

@@ -367,6 +367,9 @@ def left_out(doc, t, floor):
             subj = [c for c in t.children if c.dep_ in ("nsubjpass", "nsubj")]
             noun = subj[0] if subj else (t.head if t.dep_ in ("acl", "amod", "relcl") and t.head.pos_ in NOUNISH
                                          else None)
+            if noun is not None and noun.i < t.i - 1 and doc[t.i - 1].pos_ in NOUNISH and any(
+                    doc[x].lower_ in ("with", "without") for x in range(noun.i + 1, t.i)):
+                noun = doc[t.i - 1]  # "a landscape with the windmill left out": the noun after "with"
             if noun is None:
                 return None
             np_ = _subject_np(doc, noun)

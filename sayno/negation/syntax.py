@@ -1,7 +1,9 @@
 """Negation scope from a spaCy parse: cues, what each negates, the negated clause, hedges.
 
 Works on one parsed ``Doc`` (tagger + dependency parser). Every rule is general English syntax; none names a
-sentence. In order:
+sentence. The construction families of :mod:`sayno.negation.families` (predicate negation, negative-quantified
+subjects, comparison, "without" + gerund, not-a-cue cases) are tried first on each cue word; the object rules
+below read what no family claims. In order:
 
 1. **Not a negation**: cue words inside quotes (sign text: ``a "no parking" sign``), "no" after an article or
    before an *-ing* word and "sign"/"zone" (``a no parking sign``), "nothing but X" (affirms X), "none other
@@ -359,6 +361,8 @@ def _forward(doc, j: int, end: int, allow_and: bool = False, in_pp: bool = False
             k += 1
         else:
             a, b = _np_run(doc, k, end, in_pp)
+            if b <= a and out and k < end and doc[k].tag_ == "VBG" and doc[k].dep_ == "conj":
+                a, b = k, k + 1  # a gerund joined to the phrase before: "no snow or sledding"
             if b <= a:
                 break
             # a light noun followed by of/for: the phrase is what comes after ("no sign of a dog")
@@ -548,11 +552,17 @@ _FLOOR_JOINS = JOINS - {"with"}
 def _clause_floors(doc) -> list[int]:
     """Per token, the first token of its clause (after the last punctuation or coordinating join before it).
 
-    One pass over the text: a per-token backwards scan made the analyser quadratic in the caption length."""
+    One pass over the doc's attribute arrays: a per-token backwards scan made the analyser quadratic in the
+    caption length, and Token objects cost a third of its time."""
+    from spacy.attrs import IS_PUNCT, LOWER, TAG
+
+    strings = doc.vocab.strings
+    hyph = strings["HYPH"]
+    joins = {strings[w] for w in _FLOOR_JOINS}
     floors, start = [], 0
-    for j, tok in enumerate(doc):
+    for j, (punct, tag, lower) in enumerate(doc.to_array([IS_PUNCT, TAG, LOWER]).tolist()):
         floors.append(start)
-        if (tok.is_punct and tok.tag_ != "HYPH") or tok.lower_ in _FLOOR_JOINS:
+        if (punct and tag != hyph) or lower in joins:
             start = j + 1
     return floors
 

@@ -209,9 +209,10 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
             neg_info = {"count": len(scorer.negative_features_), "groups": len(scorer.groups_),
                         "source": "user list" if words is not None else "WordNet nouns+adjectives",
                         "examples": (scorer.negative_labels_ or [])[:20]}
-        if needs_tokens(scorer):  # GL-MCM scores the image tokens (row 0 = the image features)
-            x_id, x_ood = t_id, ood_toks
-            x_shift = {k: (shift_toks[k], v[1]) for k, v in shifted.items()}
+        if needs_tokens(scorer):  # GL-MCM scores the image tokens, row 0 the full-precision image features
+            x_id = with_global(t_id, f_id)
+            x_ood = {k: with_global(ood_toks[k], v) for k, v in ood_feats.items()}
+            x_shift = {k: (with_global(shift_toks[k], v[0]), v[1]) for k, v in shifted.items()}
         else:
             x_id, x_ood, x_shift = f_id, ood_feats, shifted
         t0 = time.perf_counter()
@@ -255,6 +256,14 @@ def evaluate_ood(backbone: Backbone, class_names: Sequence[str] | str | os.PathL
     if console is not None and bad:
         report_bad_rows(bad, console)
     return result
+
+
+def with_global(tokens: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """(M, 1 + P, D) float32 tokens whose row 0 is ``features`` (M, D) (the cache keeps the tokens in float16, the
+    features in float32: GL-MCM's global part and its ID accuracy then equal MCM's inputs exactly)."""
+    out = tokens.astype(np.float32)
+    out[:, 0] = features
+    return out
 
 
 def stream_scores(scorer: OODScorer, x_id: np.ndarray, x_ood: Mapping[str, np.ndarray], seed: int = STREAM_SEED

@@ -5,7 +5,8 @@
     >>> Searcher("photos.index").search("a beach with no people", k=20)
 
 ``build`` (scan, incremental encode, many processes under torchrun), ``store`` (versioned on-disk index with
-atomic switches), ``query`` (routing between plain CLIP and CLIPGlasses), ``cli`` (``sayno index build``,
+atomic switches), ``query`` (routing between plain CLIP and CLIPGlasses), ``terms`` (rclip-style query terms: ``"a beach" - people
++ 2:sunset``), ``match`` (the label-free "does this image match" test), ``cli`` (``sayno index build``,
 ``sayno search``). docs/SEARCH.md has the design.
 """
 
@@ -19,6 +20,7 @@ from sayno.search.store import (
     SearchError,
     read_index,
 )
+from sayno.search.terms import Term, Terms, parse_terms
 
 __all__ = [
     "MAX_K",
@@ -33,7 +35,10 @@ __all__ = [
     "SearchError",
     "SearchResult",
     "Searcher",
+    "Term",
+    "Terms",
     "build_index",
+    "parse_terms",
     "read_index",
     "scan_folder",
     "validate_query",

@@ -687,8 +687,10 @@ class _IndexWriters:
         self.out, self.cfg, self.old, self.source, self.table = out, cfg, old, source, table
         self.kind, self.notes = "", []
         self.store = MilvusStore(cfg.uri) if cfg.backend == "milvus" else None
-        previous = None if old is None else (backend_section(old), content_keys(old.files.sha1.raw))
-        self.milvus = MilvusSync(self.store, out, previous) if self.store is not None else None
+        self.milvus = None
+        if self.store is not None:
+            previous = None if old is None else (backend_section(old), content_keys(old.files.sha1.raw))
+            self.milvus = MilvusSync(self.store, out, previous)
 
     def coarse(self, vectors: np.ndarray) -> tuple[object, dict]:
         old = self.old

@@ -286,6 +286,8 @@ class Searcher:
         for name, value in (("add", add), ("subtract", subtract)):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
                 raise SearchError(f"{name} must be a list of terms (str), not {value!r}")
+            if any(len(v) > MAX_QUERY_CHARS for v in value or ()):
+                raise SearchError(f"{name}: a term longer than {MAX_QUERY_CHARS} characters")
         terms = parse_terms(q, add, subtract, images=image_terms)
         with torch_threads(self.threads):
             result = self._search(q, terms, k, mode, rerank, bool(matches_only))

@@ -395,6 +395,8 @@ def _open_problem(e: OSError, what: str) -> str:
         return f"a symbolic link, not a {what} this index wrote (not followed)"
     if e.errno == errno.ENOTDIR:
         return f"not a {what}"
+    if e.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing without waiting
+        return f"not a regular file, not the {what} an index build writes"
     return f"cannot open ({e.strerror or type(e).__name__})"
 
 
@@ -642,12 +644,11 @@ def writer_lock(root: str | os.PathLike) -> Iterator[None]:
         raise SearchError(f"{root.parent}: no such folder (create it first; --out names the index folder)")
     try:
         root.mkdir(exist_ok=True)
-        f = open(root / ".lock", "a")  # noqa: SIM115 - closed below
     except FileExistsError:
         raise SearchError(f"{root}: is a file, not an index folder") from None
     except OSError as e:
         raise SearchError(f"{root}: cannot create the index folder ({e.strerror or e})") from None
-    with f:
+    with _open_lock(root / ".lock") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -657,6 +658,19 @@ def writer_lock(root: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _open_lock(path: Path) -> BinaryIO:
+    """The lock file, created if missing: a regular file, never a link followed or a FIFO waited on."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        raise IndexFileError(f"{path}: {_open_problem(e, 'lock file')}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IndexFileError(f"{path}: not a regular file, not the lock file an index build writes")
+    return os.fdopen(fd, "ab")
 
 
 def recorded_versions(root: str | os.PathLike) -> list[str]:
