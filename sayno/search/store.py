@@ -58,6 +58,7 @@ from sayno.checkpoint import CheckpointError, Envelope, atomic_path
 from sayno.config import ConfigError
 from sayno.errors import BackboneMismatch, SaynoError
 from sayno.glasses.training_free import Calibration, is_training_free
+from sayno.search.match import BANK_KEY, decode_bank
 from sayno.search.shards import NpyRows
 from sayno.search.table import FileTable
 
@@ -531,7 +532,14 @@ def check_meta(meta: dict[str, Any], file: str) -> None:
         raise bad("bad (the unreadable files) is not a list of {path, reason}")
     _check_glasses(meta.get("glasses"), dim, bad)
     if meta.get(MATCH_SECTION) is not None:  # the label-free match test's calibration (sayno.search.match)
-        _check_calibration(meta[MATCH_SECTION], dim, f"{MATCH_SECTION} calibration", bad)
+        section = meta[MATCH_SECTION]
+        if isinstance(section, dict) and BANK_KEY in section:
+            try:
+                decode_bank(section[BANK_KEY], dim)
+            except ValueError as e:
+                raise bad(f"{MATCH_SECTION} {e}") from None
+            section = {k: v for k, v in section.items() if k != BANK_KEY}
+        _check_calibration(section, dim, f"{MATCH_SECTION} calibration", bad)
     _check_section(meta, "backend", "kind", BACKEND_KINDS, bad)
     if (meta.get("backend") or {}).get("kind") == "milvus":
         for key in ("uri", "collection"):
