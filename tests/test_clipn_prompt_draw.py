@@ -26,7 +26,8 @@ def test_per_caption_draw_covers_the_prompts_and_their_mean_and_is_seeded():
     assert torch.equal(step_prompt(7, cfg, 16, batch=64), draws[7])  # a function of (seed, step)
     assert not torch.equal(step_prompt(7, TrainConfig(prompt_draw="caption", seed=4), 16, batch=64), draws[7])
     assert step_prompt(0, cfg, 0, batch=64) is None  # the hand-crafted variant has no prompts
-    assert isinstance(step_prompt(0, TrainConfig(), 16, batch=64), int)  # the per-step draw: one index
+    assert isinstance(step_prompt(0, TrainConfig(prompt_draw="batch"), 16, batch=64), int)  # per step: one index
+    assert TrainConfig().prompt_draw == "caption"  # the default since issue 26
     parts = [local_prompt(draws[0], r, 16, torch.device("cpu")) for r in range(4)]
     assert torch.equal(torch.cat(parts), draws[0])  # each process takes its slice of the global draw
     with pytest.raises(InputError, match="prompt draw"):

@@ -52,8 +52,8 @@ def train(
     prompts: int = typer.Option(16, min=1, help="Number of learnable 'no' prompts."),
     bias: bool = typer.Option(True, help="Learn a logit bias b in p_yes = sigmoid(s (f.g - f.gno) + b) "
                               "(--no-bias: the reference CLIPN; see docs/CLIPN.md)."),
-    prompt_draw: str = typer.Option("batch", help="batch: one 'no' prompt per step | caption: the reference's "
-                                    "draw, one of the prompts or their mean per caption."),
+    prompt_draw: str = typer.Option("caption", help="caption: the reference's draw, one of the 'no' prompts or "
+                                    "their mean per caption | batch: one prompt per step (sayno before issue 26)."),
     seed: int = typer.Option(0),
     max_pairs: int | None = typer.Option(None, help="Use only the first N pairs (quick runs)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ... (under torchrun: cuda = cuda:LOCAL_RANK)"),

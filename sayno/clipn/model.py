@@ -10,8 +10,8 @@ are shared too.
 
 Variants:
 - ``learnable`` (the paper's): ``n_prompts`` prompts, each (T, W), zero-initialised, *added* to the token +
-  position embeddings. Training samples one prompt per step (``prompt_draw="batch"``) or, as the reference
-  does, one per caption among the prompts and their mean (``"caption"``); inference uses their mean.
+  position embeddings. Training samples, as the reference does, one per caption among the prompts and their
+  mean (``prompt_draw="caption"``, the default) or one prompt per step (``"batch"``); inference uses their mean.
 - ``handcrafted``: no prompts; the encoder reads negated text instead (``"a photo of no {}"`` for classes,
   ``"not {}"`` for training captions; see ``sayno/templates/clipn_templates.json``).
 

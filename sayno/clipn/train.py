@@ -62,9 +62,10 @@ class TrainConfig:
     warmup: float = 0.05  # share of the steps with a linear warm-up
     seed: int = 0
     mean_prompt_prob: float = 0.0  # share of steps that use the prompts' mean instead of one sampled prompt
-    # "batch": one prompt per step (mean_prompt_prob of the steps use their mean); "caption": the reference's
-    # draw, one of the n_prompts prompts or their mean (n_prompts + 1 choices, uniform) for every caption
-    prompt_draw: str = "batch"
+    # "caption" (the reference's draw, the default since issue 26): for every caption one of the n_prompts prompts
+    # or their mean (n_prompts + 1 choices, uniform); "batch": one prompt per step (mean_prompt_prob of the steps
+    # use their mean), the draw of every checkpoint whose config has no prompt_draw
+    prompt_draw: str = "caption"
     mask_same_text: bool = True  # pairs with identical captions are not negatives
     train_token_embedding: bool = False
     learn_bias: bool = True  # a learned logit bias b in p_yes = sigmoid(s (f.g - f.gno) + b) (not in the reference)

@@ -77,9 +77,12 @@ def decode_bank(stored: object, dim: int) -> np.ndarray:
     return bank
 
 
-def section(glasses: dict | None, backbone, vectors: np.ndarray) -> dict:
+def section(glasses: dict | None, backbone, vectors: np.ndarray) -> dict | None:
     """The ``match`` metadata section of a new version (JSON-ready): the training-free Glasses' calibration when
-    the index has them, else one calibrated on ``vectors``; with the bank's embeddings (:data:`BANK_KEY`)."""
+    the index has them, else one calibrated on ``vectors``; with the bank's embeddings (:data:`BANK_KEY`). None
+    for an image-only encoder (no ``encode_text``): such an index is calibrated when first searched."""
+    if not hasattr(backbone, "encode_text"):
+        return None
     if is_training_free(glasses) and isinstance(glasses.get("calibration"), dict):
         cal = dict(glasses["calibration"])
         encoder = TrainingFreeGlasses(backbone, calibration=Calibration.from_dict(cal))
