@@ -446,6 +446,9 @@ def predicate_not(doc, t, floor):
         if h.i < t.i:  # "a dog that does not" ... the head must follow the cue
             return None
         pred, subj_head = h, h
+    elif h.pos_ in NOUNISH and h.i < t.i and k < n and doc[k].head.i == h.i and doc[k].pos_ in ("ADJ", "VERB") \
+            and doc[k].dep_ in ("amod", "acl", "appos", "conj") and not _present_like(doc[k]):
+        pred, subj_head = doc[k], doc[k]  # "an old barn, not red": the cue and the attribute both hang on the noun
     if pred is None:
         return None
     subj = _subject(doc, subj_head)
@@ -457,7 +460,23 @@ def predicate_not(doc, t, floor):
     if subj_head.dep_ in ("relcl", "acl") and subj is not None and subj.i < subj_head.i:
         clause_lo = min(x.i for x in subj_head.subtree)
     return _predicate(doc, t, pred, k, subj, clause_lo, floor,
-                      cue_text={"nt": "n't"}.get(t.lower_, t.lower_.replace("\u2019", "'")))
+                      cue_text={"nt": "n't"}.get(t.lower_, t.lower_.replace("\u2019", "'")),
+                      subj_text=_fragment_subject(doc, t) if subj is None else None)
+
+
+def _fragment_subject(doc, t) -> str | None:
+    """The subject of "X, not Y" when the parser found none (a caption fragment; the small pipeline often
+    reads its noun as a modifier of Y, as in "a kitten, not asleep"): the short phrase between the clause
+    start and the comma before the cue, without determiners (None when there is no such comma or phrase)."""
+    if t.i < 2 or doc[t.i - 1].text != ",":
+        return None
+    j = t.i - 2
+    while j > 0 and not doc[j - 1].is_punct:  # back to the start of the clause before the comma
+        j -= 1
+    left = [x for x in doc[j:t.i - 1] if x.pos_ != "DET"]
+    if not 1 <= len(left) <= 4 or any(x.pos_ in ("VERB", "AUX", "ADP", "CCONJ", "SCONJ") for x in left):
+        return None
+    return " ".join(x.text for x in left)
 
 
 def _raised(doc, t, h, floor):
