@@ -19,6 +19,7 @@ whole caption) or ``none`` (plain CLIP).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -57,6 +58,7 @@ def caption_path(analysis: Analysis, negated: bool, read_chars: int | None = Non
     return "fallback" if needs_fallback(analysis, read_chars) else "none"
 
 
+@functools.lru_cache(maxsize=65536)  # pure; called per phrase on every scoring call
 def phrase_key(text: str) -> str:
     """The normalised text of a phrase that repeats count once under: lower case, single spaces, no
     surrounding punctuation."""

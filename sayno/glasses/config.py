@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -111,6 +112,7 @@ class GlassesConfig:
         return cls.from_dict(json.loads(text))
 
 
+@functools.lru_cache(maxsize=65536)  # a pure function of two strings, called per slot on every scoring call
 def phrase_prompt(template: str, phrase: str) -> str:
     """The text that stands for a negated phrase or object: ``"This image shows {}."`` + ``"apple"`` ->
     ``"This image shows an apple."`` (the article rule of :func:`sayno.base.prompts.with_article`)."""
