@@ -37,6 +37,7 @@ from sayno.glasses.data import encode_texts_np
 from sayno.glasses.model import Glasses, GlassesConfig, load_glasses
 from sayno.glasses.scoring import caption_only_scores
 from sayno.glasses.training_free import TrainingFreeGlasses
+from sayno.runtime import torch_threads
 
 
 def captions_of(world: Path, n: int) -> list[str]:
@@ -118,6 +119,12 @@ def main() -> None:
     m_read = med(lambda: g.read_chars(negated_texts))
     m_slots = med(lambda: g.slots(text, image_terms=False))
     m_score = med(lambda: caption_only_scores(text, images, slots, g.logit_scale, g.clamp))
+    with torch_threads(1), torch.no_grad():  # the two modules alone, on the slots' inputs, as slots() runs them
+        h_t = torch.as_tensor(np.asarray(text.h, dtype=np.float32))
+        owner = slots.owner
+        lay = torch.as_tensor(np.asarray(text.layers, dtype=np.float32))[owner]
+        m_lens = med(lambda: g.lens(lay, h_t[owner]))  # the source's values do not change the cost
+        m_frame = med(lambda: g.frame.text_params(slots.base[owner], slots.h_neg, h_t[owner], slots.hedged))
     m_plain = med(lambda: plain.score_matrix(text, images))
     g.reading.clear()
     t = time.perf_counter()
@@ -137,6 +144,7 @@ def main() -> None:
           f"(cold, tokenizing {len(negated_texts)} captions: {1000 * read_cold:.1f} ms)")
     print(f"  rest of the slots (phrase lookup, affirmative remainders, Lens, Frame): "
           f"{1000 * max(m_slots - m_analysis - m_read, 0.0):8.1f} ms   (slots in all: {1000 * m_slots:.1f} ms)")
+    print(f"    of which the Lens {1000 * m_lens:.1f} ms and the Frame {1000 * m_frame:.1f} ms (one torch thread)")
     print(f"  score from the slots (query vectors, one product): {1000 * m_score:8.1f} ms   "
           f"(plain CLIP's product: {1000 * m_plain:.1f} ms)")
     if args.training_free:
