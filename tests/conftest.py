@@ -11,3 +11,42 @@ def embedded():
     from sayno.backbones import load
 
     return load("embedded")
+
+
+@pytest.fixture(scope="module")
+def ood_toy():
+    """Separable toy OOD features, D = 8, C = 3 classes: (classes (C, D), labels (60,), id_x (60, D), ood_x
+    (50, D), negatives (5, D), no (C, D): "no <class>" embeddings that match what is not the class)."""
+    import numpy as np
+
+    def unit(x):
+        x = np.asarray(x, dtype=np.float64)
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    d, c = 8, 3
+    rng = np.random.default_rng(0)
+    classes = np.eye(d)[:c]
+    ood_dirs = np.eye(d)[c:6]
+    labels = rng.integers(0, c, 60)
+    id_x = unit(classes[labels] + 0.15 * rng.normal(size=(60, d)))
+    ood_x = unit(ood_dirs[rng.integers(0, 3, 50)] + 0.15 * rng.normal(size=(50, d)))
+    negatives = unit(np.eye(d)[c:] + 0.01)
+    no = unit(0.5 * classes + ood_dirs.sum(0))
+    return classes, labels, id_x, ood_x, negatives, no
+
+
+@pytest.fixture(scope="module")
+def index(world, embedded, tmp_path_factory):
+    """An index of the requesting module's ``world`` fixture (its images), built with the embedded CLIP."""
+    from sayno.search import build_index
+
+    out = tmp_path_factory.mktemp("index") / "idx"
+    build_index(world / "images", out, backbone=embedded, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def searcher(index, embedded):
+    from sayno.search import Searcher
+
+    return Searcher(index, backbone=embedded)

@@ -163,19 +163,12 @@ def test_adaneg_depends_on_order_but_not_on_repetition():
 
 
 # ------------------------------------------------------------------------------------------ conformance
-D, C = 8, 3
+D, C = 8, 3  # the shape of conftest's ood_toy
 
 
 @pytest.fixture(scope="module")
-def toy():
-    rng = np.random.default_rng(0)
-    classes = np.eye(D)[:C]
-    ood_dirs = np.eye(D)[C:6]
-    labels = rng.integers(0, C, 60)
-    id_x = _unit(classes[labels] + 0.15 * rng.normal(size=(60, D)))
-    ood_x = _unit(ood_dirs[rng.integers(0, 3, 50)] + 0.15 * rng.normal(size=(50, D)))
-    negatives = _unit(np.eye(D)[C:] + 0.01)
-    return classes, labels, id_x, ood_x, negatives
+def toy(ood_toy):
+    return ood_toy[:5]
 
 
 def _as_input(name, x):

@@ -58,20 +58,12 @@ def test_negative_label_mining_keeps_the_least_similar_words():
 
 
 # ------------------------------------------------------------------------------------------ conformance
-D, C = 8, 3
+D, C = 8, 3  # the shape of conftest's ood_toy
 
 
 @pytest.fixture(scope="module")
-def toy():
-    rng = np.random.default_rng(0)
-    classes = np.eye(D)[:C]
-    ood_dirs = np.eye(D)[C:6]
-    labels = rng.integers(0, C, 60)
-    id_x = _unit(classes[labels] + 0.15 * rng.normal(size=(60, D)))
-    ood_x = _unit(ood_dirs[rng.integers(0, 3, 50)] + 0.15 * rng.normal(size=(50, D)))
-    negatives = _unit(np.eye(D)[C:] + 0.01)
-    no = _unit(0.5 * classes + ood_dirs.sum(0))  # "no <class>" matches what is not the class
-    return classes, labels, id_x, ood_x, negatives, no
+def toy(ood_toy):
+    return ood_toy
 
 
 def _fitted(name, toy):

@@ -42,18 +42,6 @@ def world(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def index(world, embedded, tmp_path_factory):
-    out = tmp_path_factory.mktemp("index") / "idx"
-    build_index(world / "images", out, backbone=embedded, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def searcher(index, embedded):
-    return Searcher(index, backbone=embedded)
-
-
 def _copy(world: Path, names: list[str], dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     files = sorted((world / "images" / "test").glob("*.png"))

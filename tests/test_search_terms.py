@@ -89,18 +89,6 @@ def world(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def index(world, embedded, tmp_path_factory):
-    out = tmp_path_factory.mktemp("index") / "idx"
-    build_index(world / "images", out, backbone=embedded, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def searcher(index, embedded):
-    return Searcher(index, backbone=embedded)
-
-
 def test_subtraction_is_the_rclip_vector_and_moves_results(searcher, world, embedded):
     truth = object_truth(world)
     feats = searcher.data.features()
@@ -237,67 +225,51 @@ def test_browser_terms_and_match_tags(index, embedded, world, tmp_path):
     """The page: an rclip-style query says how it was read; every hit carries its match tag; "matches only"
     keeps matching hits; a query nothing matches says "no image here looks like ..."."""
     import shutil
-    import socket
-    import threading
-    import time
 
     browser, driver_path = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
     if not (browser and driver_path):
         pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-    import uvicorn
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     from sayno.serve import ServeConfig, create_app
-    from sayno.serve.app import bind
+    from sayno.serve.testing import running_server
 
     app = create_app(index, ServeConfig(max_k=50), searcher=Searcher(index, backbone=embedded))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    bind(app, "127.0.0.1", port)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    obj = common_objects(object_truth(world), 1)[0]
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1300,900", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+    with running_server(app) as base:
+        obj = common_objects(object_truth(world), 1)[0]
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = browser
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1300,900", f"--user-data-dir={tmp_path / 'profile'}"):
+            opts.add_argument(arg)
+        driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
 
-    def ask(query: str) -> None:
-        box = driver.find_element(By.ID, "q")
-        box.clear()
-        box.send_keys(query, Keys.ENTER)
-        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
-                                        in ("done", "error"))
-        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done"
+        def ask(query: str) -> None:
+            box = driver.find_element(By.ID, "q")
+            box.clear()
+            box.send_keys(query, Keys.ENTER)
+            WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                            in ("done", "error"))
+            assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done"
 
-    try:
-        driver.get(f"http://127.0.0.1:{port}/")
-        WebDriverWait(driver, 20).until(lambda d: "images" in d.find_element(By.ID, "info").text)
-        ask(f"a scene - {obj}")
-        assert f'Read as: "a scene" - "{obj}"' in driver.find_element(By.ID, "status").text
-        hits = driver.find_elements(By.CSS_SELECTOR, "#sayno-grid .hit")
-        assert len(hits) == 12 and {h.get_attribute("data-match") for h in hits} <= {"true", "false"}
-        tags = [h.find_element(By.CSS_SELECTOR, ".tag").text for h in hits]
-        assert all(t in ("match", "no match") for t in tags)
-        driver.find_element(By.ID, "matches-only").click()
-        ask(f"a {obj}")
-        hits = driver.find_elements(By.CSS_SELECTOR, "#sayno-grid .hit")
-        assert hits and all(h.get_attribute("data-match") == "true" for h in hits)
-        ask(f"no {obj} + {obj}")  # wants obj and its absence: no image can match
-        assert "no image here looks like" in driver.find_element(By.CSS_SELECTOR, "#sayno-grid .no-match").text
-        assert not driver.find_elements(By.CSS_SELECTOR, "#sayno-grid .hit")
-    finally:
-        driver.quit()
-        srv.should_exit = True
-        thread.join(10)
+        try:
+            driver.get(f"{base}/")
+            WebDriverWait(driver, 20).until(lambda d: "images" in d.find_element(By.ID, "info").text)
+            ask(f"a scene - {obj}")
+            assert f'Read as: "a scene" - "{obj}"' in driver.find_element(By.ID, "status").text
+            hits = driver.find_elements(By.CSS_SELECTOR, "#sayno-grid .hit")
+            assert len(hits) == 12 and {h.get_attribute("data-match") for h in hits} <= {"true", "false"}
+            tags = [h.find_element(By.CSS_SELECTOR, ".tag").text for h in hits]
+            assert all(t in ("match", "no match") for t in tags)
+            driver.find_element(By.ID, "matches-only").click()
+            ask(f"a {obj}")
+            hits = driver.find_elements(By.CSS_SELECTOR, "#sayno-grid .hit")
+            assert hits and all(h.get_attribute("data-match") == "true" for h in hits)
+            ask(f"no {obj} + {obj}")  # wants obj and its absence: no image can match
+            assert "no image here looks like" in driver.find_element(By.CSS_SELECTOR, "#sayno-grid .no-match").text
+            assert not driver.find_elements(By.CSS_SELECTOR, "#sayno-grid .hit")
+        finally:
+            driver.quit()

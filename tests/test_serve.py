@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -177,31 +174,12 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(app):
-    import uvicorn
+    from sayno.serve.testing import running_server
 
-    from sayno.serve.app import bind
-
-    port = _free_port()
-    bind(app, "127.0.0.1", port)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
-    bind(app, "127.0.0.1", 8000)
+    with running_server(app) as url:
+        yield url
 
 
 @pytest.mark.slow
