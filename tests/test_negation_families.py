@@ -188,6 +188,11 @@ def test_without_and_a_gerund_of_an_action_is_a_predicate(text, phrase, affirmat
     "a flag that is not unlike a banner",
     "a crowd that is not uncommon here",
     "a bench that is not unoccupied",
+    # a negated absence word is a double negative: the thing is there
+    "the key is not missing",
+    "a wallet that isn't gone",
+    "the bus stop is not absent",
+    "a toolbox not lacking a hammer",
 ])
 def test_not_a_cue(text):
     a = parse(text)

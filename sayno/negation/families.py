@@ -77,6 +77,8 @@ BE = frozenset({"be", "is", "are", "was", "were", "been", "being", "am", "'s", "
 # Litotes: "not bad" and "not unlike X" say something positive; they negate no visible thing.
 LITOTES = frozenset({"bad", "terrible", "awful", "horrible", "shabby", "ugly", "poor", "worse", "worst",
                      "unlike", "half"})
+# absence words a negation cancels (double negation: "not missing" = there)
+ABSENCE_WORDS = frozenset({"absent", "missing", "gone", "lacking"})
 DEGREE = frozenset({"too", "so", "that", "at", "all", "half", "entirely", "altogether", "very"})
 NEG_WORDS = frozenset({"not", "n't", "never", "nt"})
 
@@ -195,7 +197,8 @@ def number_abbreviation(doc, t, floor):
 
 def litotes(doc, t, floor):
     """"not bad", "not too shabby", "not unlike a banner", "not uncommon": a negated negative says something
-    positive and names no absent thing."""
+    positive and names no absent thing. So does a negated absence word ("the key is not missing", "a wallet that
+    isn't gone", "not lacking anything"): the double negative says the thing is there."""
     if t.lower_ not in NEG_WORDS:
         return None
     k = t.i + 1
@@ -204,7 +207,7 @@ def litotes(doc, t, floor):
     if k >= len(doc):
         return None
     w = doc[k]
-    if w.lower_ in LITOTES or (w.lower_.startswith("un") and len(w) > 5 and w.tag_ in ("JJ", "IN", "VBN") and
+    if w.lower_ in LITOTES or w.lower_ in ABSENCE_WORDS or (w.lower_.startswith("un") and len(w) > 5 and w.tag_ in ("JJ", "IN", "VBN") and
                                w.lower_ not in ("under", "underneath", "until", "unto")):
         return NOT_A_CUE
     return None
