@@ -50,6 +50,7 @@ def read(text: str) -> tuple[list[tuple[str, str]], str]:
     # fragments whose noun the parser reads as a modifier, or with the cue hanging on the noun
     ("a kitten, not asleep", "kitten asleep", "kitten", "a kitten"),
     ("an old barn, not red", "old barn red", "old barn", "an old barn"),
+    ("a crate, not empty", "crate empty", "crate", "a crate"),  # "empty" without "of X" is an attribute
     # a relation right after the noun; adverbs before the predicate are not repelled
     ("a bird not in a cage", "bird in a cage", "bird", "a bird"),
     ("a van that has not yet arrived", "van arrived", "van", "a van"),

@@ -438,7 +438,8 @@ def predicate_not(doc, t, floor):
     elif h.tag_[:2] == "VB" or h.pos_ in ("ADJ", "ADP"):
         if _lemma(h.lower_) in COGNITION or h.lower_ in COGNITION:
             return _raised(doc, t, h, floor)
-        if _present_like(h) or h.lower_ in COMPARE or h.lower_ in CUE_HEADS:
+        attribute = h.lower_ == "empty" and not any(c.dep_ == "prep" for c in h.children)  # "a mug, not empty"
+        if _present_like(h) or h.lower_ in COMPARE or (h.lower_ in CUE_HEADS and not attribute):
             return None
         if h.lower_ in COMPARE_VERBS and h.i + 1 < n and doc[h.i + 1].lower_ in COMPARE:
             return None
