@@ -19,8 +19,51 @@ from sayno.glasses.config import GlassesError
 DEFAULT_CAPACITY = 4096
 
 
+class BatchMemo:
+    """keys -> one value each, from ``compute`` (a list of keys -> their values, in order), memoised: at most
+    ``capacity`` keys, the least recently used dropped first; the keys a call misses are computed in one call.
+    Thread-safe; values may be None. ``what``: the memo's name for the capacity error."""
+
+    def __init__(self, compute: Callable[[list[str]], Sequence], capacity: int, what: str = "the memo"):
+        if capacity < 1:
+            raise GlassesError(f"{what} needs room for at least one text, got capacity {capacity}")
+        self._compute = compute
+        self.capacity = capacity
+        self._memo: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._memo.clear()
+
+    def get(self, keys: Sequence[str]) -> list:
+        """One value per key of ``keys`` (repeats allowed)."""
+        keys = list(keys)
+        distinct = list(dict.fromkeys(keys))
+        found: dict[str, object] = {}
+        with self._lock:
+            for k in distinct:
+                if k in self._memo:
+                    self._memo.move_to_end(k)
+                    found[k] = self._memo[k]
+        missing = [k for k in distinct if k not in found]
+        if missing:
+            values = list(self._compute(missing))
+            found.update(zip(missing, values))
+            with self._lock:
+                for k, v in zip(missing, values):
+                    self._memo[k] = v
+                    self._memo.move_to_end(k)
+                while len(self._memo) > self.capacity:
+                    self._memo.popitem(last=False)
+        return [found[k] for k in keys]
+
+
 class PhraseEncoder:
-    """texts -> (n, D) float32 normalised embeddings, memoised (LRU, at most ``capacity`` texts).
+    """texts -> (n, D) float32 normalised embeddings, memoised (:class:`BatchMemo`, at most ``capacity`` texts).
 
     encode: the embedding function (texts -> (n, D) array-like), or None when there is none (then encoding a
     text not in the cache raises :class:`GlassesError`). embed_dim: D, for empty inputs.
@@ -28,50 +71,33 @@ class PhraseEncoder:
 
     def __init__(self, encode: Callable[[list[str]], np.ndarray] | None, embed_dim: int,
                  capacity: int = DEFAULT_CAPACITY):
-        if capacity < 1:
-            raise GlassesError(f"the phrase cache needs room for at least one text, got capacity {capacity}")
         self._encode = encode
         self.embed_dim = embed_dim
-        self.capacity = capacity
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._memo = BatchMemo(self._embed, capacity, "the phrase cache")
+
+    @property
+    def capacity(self) -> int:
+        """How many texts the memo keeps (settable)."""
+        return self._memo.capacity
+
+    @capacity.setter
+    def capacity(self, value: int) -> None:
+        self._memo.capacity = value
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._memo)
 
     def clear(self) -> None:
-        with self._lock:
-            self._cache.clear()
+        self._memo.clear()
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self._encode is None:
+            raise GlassesError("Glasses without a backbone or phrase_encoder cannot embed negated phrases")
+        return np.asarray(self._encode(texts), dtype=np.float32)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, D) embeddings of ``texts``; texts not in the cache are embedded in one call."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.embed_dim), np.float32)
-        found = self._lookup(dict.fromkeys(texts))
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
-        if missing:
-            if self._encode is None:
-                raise GlassesError("Glasses without a backbone or phrase_encoder cannot embed negated phrases")
-            feats = np.asarray(self._encode(missing), dtype=np.float32)
-            found.update(zip(missing, feats))
-            self._remember(missing, feats)
-        return np.stack([found[t] for t in texts])
-
-    def _lookup(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        out = {}
-        with self._lock:
-            for t in texts:
-                vec = self._cache.get(t)
-                if vec is not None:
-                    self._cache.move_to_end(t)
-                    out[t] = vec
-        return out
-
-    def _remember(self, texts: Sequence[str], feats: np.ndarray) -> None:
-        with self._lock:
-            for t, f in zip(texts, feats):
-                self._cache[t] = f
-                self._cache.move_to_end(t)
-            while len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
+        return np.stack(self._memo.get(texts))

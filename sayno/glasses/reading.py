@@ -11,11 +11,9 @@ embeddings (:mod:`sayno.glasses.phrases`): each caption is tokenized once while 
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
-from sayno.glasses.config import GlassesError
+from sayno.glasses.phrases import BatchMemo
 
 #: Captions remembered by default (an int or None each: a few hundred kB).
 DEFAULT_CAPACITY = 16384
@@ -24,44 +22,32 @@ DEFAULT_CAPACITY = 16384
 class ReadLimits:
     """texts -> per text, how many leading characters ``backbone``'s text encoder reads (``len(text)`` when
     all of it; :meth:`sayno.backbones.base.Backbone.text_read_chars`), or None for every text when there is
-    no backbone or it cannot tell. Memoised: at most ``capacity`` texts, least recently used dropped first."""
+    no backbone or it cannot tell. Memoised (:class:`~sayno.glasses.phrases.BatchMemo`): at most ``capacity``
+    texts, least recently used dropped first."""
 
     def __init__(self, backbone, capacity: int = DEFAULT_CAPACITY):
-        if capacity < 1:
-            raise GlassesError(f"the read-limit memo needs room for at least one text, got capacity {capacity}")
-        self._read = getattr(backbone, "text_read_chars", None) if backbone is not None else None
-        self.capacity = capacity
-        self._memo: OrderedDict[str, int | None] = OrderedDict()
-        self._lock = threading.Lock()
-        self.tokenized = 0  # texts sent to the tokenizer so far (each miss once)
+        read = getattr(backbone, "text_read_chars", None) if backbone is not None else None
+        self._memo = BatchMemo(read or (lambda texts: [None] * len(texts)), capacity, "the read-limit memo")
+        self._read = read
+
+    @property
+    def capacity(self) -> int:
+        """How many texts the memo keeps (settable)."""
+        return self._memo.capacity
+
+    @capacity.setter
+    def capacity(self, value: int) -> None:
+        self._memo.capacity = value
 
     def __len__(self) -> int:
         return len(self._memo)
 
     def clear(self) -> None:
-        with self._lock:
-            self._memo.clear()
+        self._memo.clear()
 
     def __call__(self, texts: Sequence[str]) -> list[int | None]:
         """One limit per text of ``texts``; texts not in the memo are tokenized in one call."""
         texts = list(texts)
         if self._read is None or not texts:
             return [None] * len(texts)
-        found: dict[str, int | None] = {}
-        with self._lock:
-            for t in dict.fromkeys(texts):
-                if t in self._memo:
-                    self._memo.move_to_end(t)
-                    found[t] = self._memo[t]
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
-        if missing:
-            limits = list(self._read(missing))
-            found.update(zip(missing, limits))
-            with self._lock:
-                self.tokenized += len(missing)
-                for t, n in zip(missing, limits):
-                    self._memo[t] = n
-                    self._memo.move_to_end(t)
-                while len(self._memo) > self.capacity:
-                    self._memo.popitem(last=False)
-        return [found[t] for t in texts]
+        return self._memo.get(texts)
