@@ -221,6 +221,27 @@ def test_lens_is_batch_independent():
     assert a.shape == (5, 3)
 
 
+def test_lens_applies_value_once_after_attention_same_as_per_layer():
+    """The Lens runs its value projection on the attention-weighted syntax tokens (once per slot); since the
+    weights sum to 1 and the projection is affine, that equals weighting the projected tokens (the reference's
+    form, once per layer), for trained-looking (random, non-zero) weights and bias."""
+    torch.manual_seed(3)
+    lens = Lens(D, (0, 1, 2), 16)
+    for p in lens.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    layers, src = torch.randn(7, L, D), torch.randn(7, D)
+    with torch.no_grad():
+        out = lens(layers, src)
+        q = lens._queries(layers)
+        a = lens.attention(layers, src)
+        ctx = torch.einsum("ps,psd->pd", a, lens.value(q))  # per layer, then weighted
+        c = lens.out(ctx) + lens.skip(src)
+        g = torch.sigmoid(lens.gate(c))
+        c = g * c + (1 - g) * src
+        expected = torch.nn.functional.normalize(c + lens.ffn(c), dim=-1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_lens_starts_near_its_source():
     lens = Lens(D, (0, 1, 2), 16)
     src = torch.nn.functional.normalize(torch.randn(4, D), dim=-1)

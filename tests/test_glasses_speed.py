@@ -162,7 +162,36 @@ def test_bench_runs_and_prints_the_ratio_and_its_parts(monkeypatch, capsys, tmp_
         warnings.simplefilter("ignore")  # 300 reference images: the training-free calibration's warning
         runpy.run_path(str(ROOT / "bench" / "bench_glasses_scoring.py"), run_name="__main__")
     out = capsys.readouterr().out
-    for part in ("RATIO", "caption analysis", "read limits", "rest of the slots", "score from the slots",
+    for part in ("RATIO", "caption plans", "read limits", "rest of the slots", "score from the slots",
                  "training-free Glasses"):
         assert part in out, out
     assert float(out.split("RATIO")[-1].split()[0]) > 0
+
+
+def test_caption_plans_read_each_caption_once_and_match_the_analysis(clip, monkeypatch):
+    """Glasses and the training-free Glasses read a caption's analysis, slot phrases and read limit once
+    (sayno.glasses.reading.CaptionPlans); a plan says what slot_phrases/needs_fallback say of the analysis."""
+    from sayno.glasses import reading
+    from sayno.glasses.analysis import analyse, needs_fallback, slot_phrases
+
+    asked = []
+    real = reading.analyse_texts
+    monkeypatch.setattr(reading, "analyse_texts", lambda texts: (asked.extend(texts), real(texts))[1])
+    g = _glasses(clip)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tb = g.text_batch(TEXTS)
+    images = _unit(np.random.default_rng(2), 5, 16)
+    first = g.score_matrix(tb, images)
+    assert sorted(asked) == sorted(set(TEXTS))  # each distinct caption once
+    np.testing.assert_array_equal(g.score_matrix(tb, images), first)
+    assert sorted(asked) == sorted(set(TEXTS))  # and not again
+    for text, plan in zip(TEXTS, g.plans(TEXTS)):
+        a = analyse(text)
+        limit = g.read_chars([text])[0] if a.negated else None
+        assert plan.negated == a.negated and plan.affirmative == a.affirmative_text
+        assert plan.phrases == tuple((p.text, p.hedged) for p in (slot_phrases(a, limit) if a.negated else []))
+        assert plan.fallback == needs_fallback(a, limit)
+    assert g.plans(TEXTS)[-1].phrases == ()  # "... but no apple" starts past the 32-token context: no slot
+    g.plans.clear()
+    assert len(g.plans) == 0

@@ -273,3 +273,41 @@ def test_browser_terms_and_match_tags(index, embedded, world, tmp_path):
             assert not driver.find_elements(By.CSS_SELECTOR, "#sayno-grid .hit")
         finally:
             driver.quit()
+
+
+def test_a_new_query_is_one_text_tower_pass_with_the_same_results(index, embedded, world):
+    """A new negated query embeds its layers, the Glasses' phrase prompt and remainder and the match test's
+    prompts in one text-tower pass (Searcher._prefetch); the hits, scores and flags are those of the separate
+    passes (embedding each memo on its own, as before), and a repeated query embeds nothing."""
+    calls = []
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            attr = getattr(self.inner, name)
+            if name in ("encode_text", "encode_text_layers"):
+                def counted(texts, *a, **k):
+                    calls.append(list(texts))
+                    return attr(texts, *a, **k)
+                return counted
+            return attr
+
+    obj = common_objects(object_truth(world), 1)[0]
+    query = f"a scene with a cat but no {obj}"
+    fresh = Searcher(index, backbone=Counting(embedded))
+    fresh.matcher()  # the index's stored bank: nothing to embed for it
+    calls.clear()
+    res = fresh.search(query, 8)
+    assert len(calls) == 1, calls  # one pass: the query, "This image shows <obj>.", "a scene with a cat", prompts
+    assert query in calls[0] and len(calls[0]) > 5
+    fresh.search(query, 8)
+    assert len(calls) == 1  # everything memoised
+    old = Searcher(index, backbone=embedded)
+    old._prefetch = lambda terms, data: None  # the separate passes of before
+    ref = old.search(query, 8)
+    assert res.method == ref.method == "glasses"
+    assert [h.path for h in res.hits] == [h.path for h in ref.hits]
+    np.testing.assert_allclose([h.score for h in res.hits], [h.score for h in ref.hits], rtol=1e-5, atol=1e-5)
+    assert [h.match for h in res.hits] == [h.match for h in ref.hits] and res.match_test == ref.match_test

@@ -11,6 +11,7 @@ WEIGHTS_DIR: Path = Path(str(resources.files("sayno").joinpath("weights")))
 SHIPPED: dict[str, tuple[str, str]] = {
     "embedded": ("embedded", "embedded"),  # the embedded CLIP (a folder: config.json + clip.safetensors)
     "glasses": ("glasses-embedded.safetensors", "embedded"),
+    "glasses-paper": ("glasses-paper-embedded.safetensors", "embedded"),  # `glasses train --preset paper`
     "clipn": ("clipn-embedded.safetensors", "embedded"),
 }
 

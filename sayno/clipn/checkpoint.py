@@ -3,8 +3,9 @@
 The file is sayno's one checkpoint envelope (:mod:`sayno.checkpoint`), format ``sayno-clipn`` version ``1``.
 Tensors: ``tower.<name>`` for every trained parameter of the "no" encoder (the vocabulary table is not
 trained, so not stored: it is the backbone's own), ``prompts`` (learnable variant) and ``bias`` (learned
-``p_yes`` bias). The envelope's config (variant, prompts, templates name and version, ...) says how to rebuild
-the encoder; its ``training`` section records data, epochs, seed, loss and wall time. Loading checks the
+``p_yes`` bias). The envelope's config (variant, prompts, ``template_set`` and its file's name and version,
+...) says how to rebuild the encoder and which templates inference reads (no ``template_set``: "sayno"); its
+``training`` section records data, epochs, seed, loss and wall time. Loading checks the
 backbone fingerprint (:class:`sayno.errors.BackboneMismatch` for another backbone) and the tensors' names and
 shapes. Files of sayno 0.1 (un-prefixed ``format``/``format_version`` keys) load unchanged.
 """
@@ -18,7 +19,7 @@ import torch
 
 from sayno.backbones.base import Backbone
 from sayno.checkpoint import CheckpointError, Envelope, read_checkpoint, write_checkpoint
-from sayno.clipn.infer import Clipn, clipn_templates
+from sayno.clipn.infer import TEMPLATE_SETS, Clipn, template_set
 from sayno.clipn.model import VARIANTS, NoTextEncoder
 
 FORMAT = "sayno-clipn"
@@ -62,6 +63,13 @@ def check_config(cfg: dict, where: str) -> None:
     n = cfg.get("n_prompts", 16)
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_PROMPTS:
         raise CheckpointError(f"{where}: its config has n_prompts {n!r}; expected a whole number in 0..{MAX_PROMPTS}")
+    templates = cfg.get("template_set", "sayno")  # absent: every checkpoint before issue 26's option
+    if templates not in TEMPLATE_SETS:
+        raise CheckpointError(f"{where}: its config has template_set {templates!r}; expected one of "
+                              f"{', '.join(TEMPLATE_SETS)}")
+    if templates != "sayno" and variant != "handcrafted":
+        raise CheckpointError(f"{where}: its config has template_set {templates!r} with variant {variant!r}; "
+                              "template sets other than sayno are for the handcrafted variant")
     for key in ("train_token_embedding", "learn_bias"):
         if not isinstance(cfg.get(key, False), bool):
             raise CheckpointError(f"{where}: its config has {key} {cfg[key]!r}; expected true or false")
@@ -81,5 +89,6 @@ def load_clipn(path: str | os.PathLike, backbone: Backbone) -> Clipn:
     encoder.load_trainable_state(tensors, where=str(path))
     for p in encoder.parameters():
         p.requires_grad_(False)
-    templates = clipn_templates()  # inference templates: the current file (its name/version go in results)
+    # inference templates: the current file of the template set it was trained with (name/version go in results)
+    templates = template_set(cfg.get("template_set", "sayno"))
     return Clipn(backbone, encoder.eval(), cfg, templates)

@@ -1,6 +1,7 @@
 """CLIPN's commands, added to the ``sayno`` app by :func:`register`:
 
     sayno clipn train --model SPEC --data CAPTIONS.csv --out CKPT [--epochs 10] [--seed 0] ...
+    sayno clipn train ... --variant handcrafted --templates reference    # the reference's paired templates
     sayno clipn info CKPT
     sayno ood --model SPEC --clipn CKPT --classes FILE IMAGES...
 
@@ -54,6 +55,9 @@ def train(
                               "(--no-bias: the reference CLIPN; see docs/CLIPN.md)."),
     prompt_draw: str = typer.Option("caption", help="caption: the reference's draw, one of the 'no' prompts or "
                                     "their mean per caption | batch: one prompt per step (sayno before issue 26)."),
+    templates: str = typer.Option("sayno", help="handcrafted variant's templates: sayno (sayno's 'no' caption "
+                                  "and class templates) | reference (the reference CLIPN's 128 paired templates; "
+                                  "docs/CLIPN.md). Recorded in the checkpoint: inference uses the same."),
     seed: int = typer.Option(0),
     max_pairs: int | None = typer.Option(None, help="Use only the first N pairs (quick runs)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ... (under torchrun: cuda = cuda:LOCAL_RANK)"),
@@ -66,7 +70,7 @@ def train(
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     cfg = _guard(TrainConfig, variant=variant, n_prompts=prompts, epochs=epochs, batch_size=batch_size, lr=lr,
                  weight_decay=weight_decay, seed=seed, max_pairs=max_pairs, learn_bias=bias,
-                 prompt_draw=prompt_draw)
+                 prompt_draw=prompt_draw, templates=templates)
     bb = _load_backbone(model, device)
     summary = _guard(train_clipn, bb, data, out, cfg, cache=_cache(cache), progress=not as_json,
                      overwrite=overwrite, console=err)

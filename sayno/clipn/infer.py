@@ -24,12 +24,23 @@ import numpy as np
 import torch
 
 from sayno.backbones.base import Backbone, TruncationWarning
-from sayno.base.prompts import check_distinct_classes, class_prompts, ensemble, load_templates, softmax
+from sayno.base.prompts import (
+    TemplateError,
+    check_distinct_classes,
+    class_prompts,
+    ensemble,
+    load_templates,
+    softmax,
+)
 from sayno.clipn.model import ClipnError, NoTextEncoder
 from sayno.errors import InputError
 
 TEMPLATES = "clipn_templates"  # sayno/templates/clipn_templates.json
 TEMPLATE_KEYS = ("name", "version", "affirmative", "no", "no_captions")
+REFERENCE_PAIRS = "clipn_reference_pairs"  # sayno/templates/clipn_reference_pairs.json (xmed-lab/CLIPN, MIT)
+# the hand-crafted variant's template sets: "sayno" (clipn_templates.json: 6 class templates per tower, 4 "no"
+# caption templates) | "reference" (the reference's 128 (affirmative, "no") pairs, for captions and classes alike)
+TEMPLATE_SETS: tuple[str, ...] = ("sayno", "reference")
 
 
 # ------------------------------------------------------------------------------------------ pure maths
@@ -83,6 +94,37 @@ def clipn_templates(path: str | Path | None = None) -> dict:
     return load_templates(TEMPLATES if path is None else path, required=TEMPLATE_KEYS)
 
 
+def reference_pairs(path: str | Path | None = None) -> dict:
+    """The reference's paired templates (default ``sayno/templates/clipn_reference_pairs.json``): ``name``,
+    ``version``, ``source`` and ``pairs``, a list of P ``(affirmative, no)`` tuples, each string with one ``{}``.
+    A malformed pair raises a one-line :class:`~sayno.base.prompts.TemplateError`."""
+    data = load_templates(REFERENCE_PAIRS if path is None else path, required=("name", "version", "pairs"))
+    pairs = data["pairs"]
+    if not isinstance(pairs, list) or not pairs:
+        raise TemplateError(f"template file {data['name']}: 'pairs' must be a non-empty list")
+    for i, pair in enumerate(pairs):
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(isinstance(t, str) and t.count("{}") == 1 for t in pair)):
+            raise TemplateError(f"template file {data['name']}: pair {i} must be two strings with one '{{}}' each, "
+                                f"got {pair!r:.80}")
+    return {**data, "pairs": [(a, b) for a, b in pairs]}
+
+
+def template_set(name: str = "sayno") -> dict:
+    """The templates of one of :data:`TEMPLATE_SETS`, in the keys inference reads: ``name``, ``version``,
+    ``affirmative`` (the frozen tower's class templates), ``no`` (the hand-crafted "no" encoder's), and
+    ``no_captions`` ("sayno") or ``pairs`` ("reference": ``affirmative``/``no`` are the pairs' two columns, in
+    order, so that class features are ensembled over every pair as the reference does)."""
+    if name == "sayno":
+        return clipn_templates()
+    if name == "reference":
+        data = reference_pairs()
+        pairs = data["pairs"]
+        return {"name": data["name"], "version": data["version"], "affirmative": [a for a, _ in pairs],
+                "no": [b for _, b in pairs], "pairs": pairs}
+    raise InputError(f"unknown CLIPN template set {name!r}: use one of {', '.join(TEMPLATE_SETS)}")
+
+
 # ------------------------------------------------------------------------------------------ the model
 @dataclass
 class ClassTexts:
@@ -108,7 +150,7 @@ class Clipn:
         self.backbone = backbone
         self.encoder = encoder.eval()
         self.config = dict(config or {})
-        self.templates = templates or clipn_templates()
+        self.templates = templates or template_set(self.config.get("template_set", "sayno"))
 
     @property
     def logit_scale(self) -> float:

@@ -13,7 +13,8 @@ Variants:
   position embeddings. Training samples, as the reference does, one per caption among the prompts and their
   mean (``prompt_draw="caption"``, the default) or one prompt per step (``"batch"``); inference uses their mean.
 - ``handcrafted``: no prompts; the encoder reads negated text instead (``"a photo of no {}"`` for classes,
-  ``"not {}"`` for training captions; see ``sayno/templates/clipn_templates.json``).
+  ``"not {}"`` for training captions; see ``sayno/templates/clipn_templates.json``; or, with the ``reference``
+  template set, the "no" sides of the reference's pairs, ``sayno/templates/clipn_reference_pairs.json``).
 
 The copy is always in eval mode (no dropout: a step's result does not depend on the process that runs it).
 """

@@ -37,7 +37,7 @@ from rich.progress import TextColumn
 from sayno.backbones.base import Backbone, TruncationWarning
 from sayno.base.training import OtherRunState, ResumeFile, data_record, run_key
 from sayno.clipn.checkpoint import save_clipn
-from sayno.clipn.infer import clipn_templates
+from sayno.clipn.infer import TEMPLATE_SETS, clipn_templates, template_set
 from sayno.clipn.losses import caption_ids, gathered_clipn_loss
 from sayno.clipn.model import VARIANTS, ClipnError, NoTextEncoder
 from sayno.cliutil import output_console, progress_bar
@@ -71,6 +71,10 @@ class TrainConfig:
     learn_bias: bool = True  # a learned logit bias b in p_yes = sigmoid(s (f.g - f.gno) + b) (not in the reference)
     bias_lr: float = 1.0  # the bias's own peak learning rate (it lives on the logit scale: tens of units)
     max_pairs: int | None = None  # use the first N pairs only (quick runs)
+    # handcrafted variant: "sayno" (a caption's "no" text from clipn_templates.json's no_captions, by row; the frozen
+    # tower reads the bare caption) | "reference" (the reference's pairs: every caption wrapped in one pair drawn
+    # per caption and epoch, the frozen tower reading its affirmative side, the "no" encoder its "no" side)
+    templates: str = "sayno"
 
     def __post_init__(self) -> None:
         """One-line :class:`~sayno.errors.InputError` for a setting that would train on nothing (or on less
@@ -88,6 +92,11 @@ class TrainConfig:
             raise InputError(f"unknown CLIPN variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
         if self.prompt_draw not in PROMPT_DRAWS:
             raise InputError(f"unknown prompt draw {self.prompt_draw!r}: use one of {', '.join(PROMPT_DRAWS)}")
+        if self.templates not in TEMPLATE_SETS:
+            raise InputError(f"unknown CLIPN template set {self.templates!r}: use one of {', '.join(TEMPLATE_SETS)}")
+        if self.templates != "sayno" and self.variant != "handcrafted":
+            raise InputError(f"templates {self.templates!r} is for the handcrafted variant (the learnable variant "
+                             "reads bare captions, as the reference's does)")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -97,7 +106,11 @@ class TrainConfig:
 
 @dataclass
 class TrainData:
-    """Cached frozen features of the training pairs. f, g: (N, D) normalised; tokens_no: (N, T)."""
+    """Cached frozen features of the training pairs. f, g: (N, D) normalised; tokens_no: (N, T).
+
+    ``g_views`` (V, N, D) and ``tokens_views`` (V, N, T), when set, are per-epoch versions of ``g`` and
+    ``tokens_no`` (epoch e uses view ``e % V``; ``g``/``tokens_no`` are view 0): the reference templates wrap
+    every caption in a pair drawn anew each epoch."""
 
     f: torch.Tensor
     g: torch.Tensor
@@ -106,15 +119,53 @@ class TrainData:
     text_ids: torch.Tensor
     signature: str
     bad_rows: list[BadRow] = field(default_factory=list)
+    g_views: torch.Tensor | None = None
+    tokens_views: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.g_views is None) != (self.tokens_views is None):
+            raise InputError("TrainData: give both g_views and tokens_views, or neither")
+        if self.g_views is not None and (self.g_views.ndim != 3 or self.tokens_views.ndim != 3
+                                         or self.g_views.shape[:2] != self.tokens_views.shape[:2]
+                                         or self.g_views.shape[1] != len(self.captions)):
+            raise InputError(f"TrainData: g_views (V, N, D) and tokens_views (V, N, T) must share V and N = "
+                             f"{len(self.captions)}, got {tuple(self.g_views.shape)} and "
+                             f"{tuple(self.tokens_views.shape)}")
 
     def __len__(self) -> int:
         return len(self.captions)
+
+    def views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V, N, D) frozen caption features and (V, N, T) "no" tokens, V = 1 without per-epoch views."""
+        if self.g_views is None:
+            return self.g[None], self.tokens_no[None]
+        return self.g_views, self.tokens_views
 
 
 # ---------------------------------------------------------------------------------------------- data
 def no_captions(captions: list[str], templates: list[str]) -> list[str]:
     """What the hand-crafted "no" encoder reads for each caption (template chosen by the row index)."""
     return [templates[i % len(templates)].replace("{}", c) for i, c in enumerate(captions)]
+
+
+def pair_draw(seed: int, epoch: int, n: int, n_pairs: int) -> np.ndarray:
+    """(n,) pair indices, uniform in ``[0, n_pairs)``, for the n captions in ``epoch``: a function of (seed,
+    epoch) only, as the reference draws a pair every time it loads a caption."""
+    return np.random.default_rng([seed, 2_000_003, epoch]).integers(n_pairs, size=n)
+
+
+def paired_captions(captions: list[str], pairs: list[tuple[str, str]],
+                    index: np.ndarray) -> tuple[list[str], list[str]]:
+    """Caption k wrapped in pair ``index[k]``: (affirmative texts, "no" texts), each of length N."""
+    chosen = [pairs[int(i)] for i in index]
+    return ([a.replace("{}", c) for (a, _), c in zip(chosen, captions)],
+            [b.replace("{}", c) for (_, b), c in zip(chosen, captions)])
+
+
+def _tokenize(backbone: Backbone, texts: list[str]) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        return backbone.tokenize(texts).cpu()
 
 
 def prepare_data(backbone: Backbone, data: str | os.PathLike, config: TrainConfig, *,
@@ -132,13 +183,19 @@ def prepare_data(backbone: Backbone, data: str | os.PathLike, config: TrainConfi
         raise DataError(f"{data}: fewer than two readable image-caption pairs")
     captions = [captions[i] for i in keep]
     f = torch.from_numpy(np.ascontiguousarray(img.features[keep]))
+    sig = hashlib.sha1("\n".join(f"{paths[i]}\t{captions[j]}" for j, i in enumerate(keep)).encode()).hexdigest()
+    if config.templates == "reference":  # one (affirmative, no) pair per caption and epoch
+        pairs, n = template_set("reference")["pairs"], len(captions)
+        drawn = [paired_captions(captions, pairs, pair_draw(config.seed, e, n, len(pairs)))
+                 for e in range(config.epochs)]
+        yes = encode_texts(backbone, [t for y, _ in drawn for t in y], cache=cache, progress=progress)
+        g_views = torch.from_numpy(np.ascontiguousarray(yes)).view(config.epochs, n, -1)
+        tokens_views = _tokenize(backbone, [t for _, no in drawn for t in no]).view(config.epochs, n, -1)
+        return TrainData(f, g_views[0], tokens_views[0], captions, caption_ids(captions), sig[:16], bad,
+                         g_views, tokens_views)
     g = torch.from_numpy(encode_texts(backbone, captions, cache=cache, progress=progress))
     no_text = captions if config.variant == "learnable" else no_captions(captions, clipn_templates()["no_captions"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TruncationWarning)
-        tokens = backbone.tokenize(no_text).cpu()
-    sig = hashlib.sha1("\n".join(f"{paths[i]}\t{captions[j]}" for j, i in enumerate(keep)).encode()).hexdigest()
-    return TrainData(f, g, tokens, captions, caption_ids(captions), sig[:16], bad)
+    return TrainData(f, g, _tokenize(backbone, no_text), captions, caption_ids(captions), sig[:16], bad)
 
 
 # ---------------------------------------------------------------------------------------------- schedule
@@ -291,8 +348,8 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
         model = torch.nn.parallel.DistributedDataParallel(
             encoder, device_ids=[device.index] if device.type == "cuda" and device.index is not None else None)
 
-    f_all, g_all = td.f.to(device), td.g.to(device)
-    tokens_all, ids_all = td.tokens_no.to(device), td.text_ids.to(device)
+    g_views, tokens_views = (v.to(device) for v in td.views())
+    f_all, ids_all = td.f.to(device), td.text_ids.to(device)
     t0 = time.time() - elapsed
     last = None
 
@@ -313,6 +370,8 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
     try:
         for step in range(start, end):
             idx = batch_indices(n, batch, step, steps_per_epoch, config.seed)
+            view = (step // steps_per_epoch) % len(g_views)  # the epoch's captions (reference pairs: its draw)
+            g_all, tokens_all = g_views[view], tokens_views[view]
             mine = torch.as_tensor(idx[rank * local:(rank + 1) * local], device=device)
             lr = lr_at(step, total, config)
             for group in opt.param_groups:
@@ -348,12 +407,13 @@ def train_clipn(backbone: Backbone, data: str | os.PathLike | TrainData, out: st
         save_state(end)
         return summary
     if rank == 0:
-        templates = clipn_templates()
+        templates = template_set(config.templates)
         training = {k: v for k, v in summary.items() if k != "history"}
         training.update(config=cfg_dict, date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                         loss_curve=[(h["step"], h["loss"]) for h in history][-50:])
         save_clipn(out, encoder, backbone,
                    {"templates": {"name": templates["name"], "version": templates["version"]},
+                    "template_set": config.templates,
                     "train_token_embedding": config.train_token_embedding, "learn_bias": config.learn_bias,
                     "logit_scale": s}, training)
         resume.remove()

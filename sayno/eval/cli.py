@@ -90,12 +90,14 @@ def benchmark(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     out: Path | None = typer.Option(None, help="Folder to write the result JSONs into."),
     device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    paper_glasses: Path | None = typer.Option(None, help="A `glasses train --preset paper` checkpoint: adds the "
+                                              "\"CLIPGlasses (paper)\" row (default: the shipped one, if any)."),
 ) -> None:
     """The main job: every world benchmark in each art style, plain CLIP next to the shipped CLIPGlasses and CLIPN,
     and the drop from the training style (openmoji) to the others."""
     chosen = styles.split(",") if styles is not None else None
     results = guard(runner.benchmark, world=world, model=model, device=device, styles=chosen,
-                    progress=not as_json, console=err)
+                    progress=not as_json, console=err, paper_glasses=paper_glasses)
     if out is not None:
         for result in results:
             guard(runner.write_result, result, out)

@@ -37,7 +37,7 @@ from sayno.data import (
 from sayno.errors import InputError
 from sayno.eval import benchmarks as B
 from sayno.features import FeatureCache
-from sayno.glasses import TrainingFreeGlasses, load_glasses
+from sayno.glasses import TrainingFreeGlasses, load_glasses, load_paper_glasses
 from sayno.glasses.peers import peers
 from sayno.glasses.training_free import CalibrationWarning, is_training_free
 from sayno.ood.bench import print_ood_table, world_ood_benchmark
@@ -45,6 +45,7 @@ from sayno.world import StyleError, WorldConfig, build_world
 from sayno.world.build import FAMILY_FILES, PARTS, WORLD_VERSION
 
 TASKS = ("zeroshot", "mcq", "ccneg", "retrieval")
+PAPER_ROW = "CLIPGlasses (paper)"  # the paper preset's row (`glasses train --preset paper`)
 TRAIN_STYLE = "openmoji"  # the art style the shipped Glasses and CLIPN were trained on: the in-style rows
 BENCHMARK_STYLES = ("openmoji", "noto", "twemoji", "fluent")  # sayno.world.styles' named styles
 STYLE_PARTS = ("test", "classify", "ood")  # the world parts the main job reads, in every style
@@ -92,8 +93,9 @@ def style_config(style: str) -> WorldConfig:
 
 
 def methods_for(backbone: Backbone, glasses: Path | str | None, training_free_row: bool = False,
-                peer_rows: bool = False) -> list[B.Method]:
+                peer_rows: bool = False, paper_glasses: Path | str | None = None) -> list[B.Method]:
     """Plain CLIP, plus CLIPGlasses when a checkpoint is given (``"training-free"``: the training-free Glasses),
+    plus "CLIPGlasses (paper)" when a paper preset checkpoint is given (``paper_glasses``),
     plus the training-free row when ``training_free_row`` (calibrated per dataset on its images, by ``_run``),
     plus, right after CLIP, the training-free peers (:mod:`sayno.glasses.peers`) when ``peer_rows``."""
     methods = [B.plain(backbone)]
@@ -103,6 +105,8 @@ def methods_for(backbone: Backbone, glasses: Path | str | None, training_free_ro
         training_free_row = True
     elif glasses is not None:
         methods.append(B.Method("CLIPGlasses", backbone, load_glasses(glasses, backbone).scorer()))
+    if paper_glasses is not None:
+        methods.append(B.Method(PAPER_ROW, backbone, load_paper_glasses(paper_glasses, backbone)))
     if training_free_row:
         with warnings.catch_warnings():  # calibrated on each dataset's images before it runs
             warnings.simplefilter("ignore", CalibrationWarning)
@@ -266,14 +270,18 @@ def ensure_world(folder: Path, style: str, parts: tuple[str, ...], console: Cons
 
 
 def benchmark(*, world: Path | None = None, model: str = "embedded", device: str = "cpu",
-              styles: Sequence[str] | None = None, progress: bool = True, console: Console | None = None) -> list[dict]:
+              styles: Sequence[str] | None = None, progress: bool = True, console: Console | None = None,
+              paper_glasses: Path | None = None) -> list[dict]:
     """The main job: every world benchmark for plain CLIP and the shipped methods in each art style of ``styles``
     (default: :data:`BENCHMARK_STYLES`), the drop from the training style (:func:`drop_result`) and the OOD
     benchmark. A style whose art is not installed is skipped with a one-line note on ``console``;
-    :class:`StyleError` when none is left."""
+    :class:`StyleError` when none is left. ``paper_glasses``: a paper preset checkpoint for the "CLIPGlasses
+    (paper)" row (default: the shipped one, when sayno ships one for ``model``)."""
     chosen = select_styles(styles)
     backbone = load(model, device=device)
-    methods = methods_for(backbone, shipped_weights("glasses", model), training_free_row=True, peer_rows=True)
+    paper_glasses = paper_glasses or shipped_weights("glasses-paper", model)
+    methods = methods_for(backbone, shipped_weights("glasses", model), training_free_row=True, peer_rows=True,
+                          paper_glasses=paper_glasses)
     cache = FeatureCache.default()
     results: list[dict] = []
     folders, skipped = _style_worlds(world, chosen, console)

@@ -10,14 +10,16 @@ Modules: ``config`` (GlassesConfig), ``analysis`` (what Glasses read from a capt
 ``checkpoint`` (the ``sayno-glasses`` envelope),
 ``data`` (training data through the sayno.data readers), ``train``, ``finetune`` (the text-tower baseline),
 ``cli`` (``sayno glasses ...``), ``training_free`` (Glasses with no learned weights, for any backbone),
-``paper`` (the reference code's Lens and Frame, state-dict compatible), ``peers`` (training-free peers:
+``paper`` (the reference code's Lens and Frame, state-dict compatible, and PaperGlasses, the paper's Glasses
+as a scorer), ``paper_train`` (``sayno glasses train --preset paper``), ``peers`` (training-free peers:
 rclip-style subtraction, concept projection).
 """
 from sayno.glasses.analysis import analyse, analyse_texts
 from sayno.glasses.config import GlassesConfig, GlassesError
 from sayno.glasses.finetune import FinetunedText, finetune_text, load_finetuned
 from sayno.glasses.model import Glasses, GlassesScorer, load_glasses
-from sayno.glasses.paper import PaperFrame, PaperLens
+from sayno.glasses.paper import PaperFrame, PaperGlasses, PaperGlassesConfig, PaperLens, load_paper_glasses
+from sayno.glasses.paper_train import PaperTrainConfig, train_paper_glasses
 from sayno.glasses.scoring import Slots
 from sayno.glasses.train import TrainConfig, train_glasses
 from sayno.glasses.training_free import (
@@ -35,7 +37,10 @@ __all__ = [
     "GlassesError",
     "GlassesScorer",
     "PaperFrame",
+    "PaperGlasses",
+    "PaperGlassesConfig",
     "PaperLens",
+    "PaperTrainConfig",
     "Slots",
     "TrainConfig",
     "TrainingFreeGlasses",
@@ -46,6 +51,8 @@ __all__ = [
     "finetune_text",
     "load_finetuned",
     "load_glasses",
+    "load_paper_glasses",
     "train_glasses",
+    "train_paper_glasses",
 ]
 

@@ -21,6 +21,8 @@ from sayno.features import FeatureCache
 from sayno.glasses.config import GlassesConfig
 from sayno.glasses.finetune import FinetuneConfig, finetune_text
 from sayno.glasses.model import load_glasses
+from sayno.glasses.paper import PaperGlassesConfig
+from sayno.glasses.paper_train import PAPER_STAGES, PaperTrainConfig, train_paper_glasses
 from sayno.glasses.train import TrainConfig, check_model_config, check_output_file, train_glasses
 
 HELP = "CLIPGlasses: negation-aware scoring on a frozen CLIP."
@@ -54,6 +56,11 @@ class BaseKind(str, Enum):
     caption = "caption"
 
 
+class Preset(str, Enum):
+    sayno = "sayno"
+    paper = "paper"
+
+
 class DetectorMode(str, Enum):
     lexical = "lexical"
     learned = "learned"
@@ -73,6 +80,21 @@ def _epochs(text: str) -> tuple[int, int, int, int]:
     if len(parts) != 4 or any(p < 0 for p in parts):
         raise typer.BadParameter("give 4 comma-separated epoch counts (detector,frame,lens,joint) or one number")
     return tuple(parts)  # type: ignore[return-value]
+
+
+def _paper_epochs(text: str) -> tuple[int, int, int]:
+    parts = [int(x) for x in text.split(",")]
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or any(p < 0 for p in parts):
+        raise typer.BadParameter(f"give 3 comma-separated epoch counts ({','.join(PAPER_STAGES)}) or one number")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+#: options of sayno's own model and recipe, with their defaults: ``--preset paper`` refuses any other value
+SAYNO_ONLY = {"lens": LensInput.phrase, "score": ScoreKind.tau, "base": BaseKind.affirmative,
+              "detector": DetectorMode.lexical, "lambda_max": 2.0, "patience": 5, "min_steps": 600,
+              "presence_weight": 0.0, "lens_weight": 1.0}
 
 
 def _cache(no_cache: bool) -> FeatureCache | None:
@@ -101,12 +123,17 @@ def _train_command(report_hook: ReportHook | None) -> Callable[..., None]:
                                                     "(reference).")] = BaseKind.affirmative,
         detector: Annotated[DetectorMode, typer.Option(help="Which captions count as negated.")] = DetectorMode.lexical,
         lambda_max: Annotated[float, typer.Option(help="Upper bound of lambda.")] = 2.0,
-        hidden: Annotated[int, typer.Option(help="Hidden width of Lens and Frame.")] = 256,
-        epochs: Annotated[str, typer.Option(help="Epochs per stage: detector,frame,lens,joint.")] = "20,10,10,20",
+        hidden: Annotated[int | None, typer.Option(
+            help="Hidden width of Lens and Frame (default 256); paper: the Frame transformer's feed-forward width "
+                 "(default 4 x the embedding size).", show_default=False)] = None,
+        epochs: Annotated[str | None, typer.Option(
+            help="Epochs per stage: detector,frame,lens,joint (default 20,10,10,20); paper: frame,lens,joint "
+                 "(default 3,3,3).", show_default=False)] = None,
         batch_groups: Annotated[int | None, typer.Option(
             help="Scene groups per batch (default 32; fewer for small data, so that an epoch has at least 16 batches).",
             show_default=False)] = None,
-        lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+        lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default 1e-3; paper: 5e-4).",
+                                                 show_default=False)] = None,
         patience: Annotated[int, typer.Option(help="Early stopping: epochs without a better validation loss "
                                                    "(counted after --min-steps).")] = 5,
         min_steps: Annotated[int, typer.Option(help="At least this many steps per stage (small data sets get "
@@ -123,10 +150,32 @@ def _train_command(report_hook: ReportHook | None) -> Callable[..., None]:
         device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the on-disk feature cache.")] = False,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint.")] = False,
+        preset: Annotated[Preset, typer.Option(
+            help="sayno: sayno's Glasses (docs/GLASSES.md); paper: the paper's Lens and Frame with its three stages "
+                 "and losses (sayno.glasses.paper_train).")] = Preset.sayno,
+        reference_quirks: Annotated[bool, typer.Option(
+            "--reference-quirks", help="With --preset paper: reproduce the reference code's quirks (batch-softmax "
+                                       "Lens, one lambda per caption from its own image, ...).")] = False,
     ) -> None:
-        """Train Glasses on cached frozen-CLIP features (detector, Frame, Lens, then Lens+Frame)."""
+        """Train Glasses on cached frozen-CLIP features (detector, Frame, Lens, then Lens+Frame; with
+        --preset paper: the paper's Frame, Lens, then both)."""
+        if preset == Preset.paper:
+            given = {"lens": lens, "score": score, "base": base, "detector": detector, "lambda_max": lambda_max,
+                     "patience": patience, "min_steps": min_steps, "presence_weight": presence_weight,
+                     "lens_weight": lens_weight}
+            other = [k for k, v in given.items() if v != SAYNO_ONLY[k]]
+            if other:
+                raise typer.BadParameter(f"--preset paper does not take --{other[0].replace('_', '-')} "
+                                         "(an option of sayno's own Glasses)")
+            _train_paper(data, out, model, val, hidden, epochs, batch_groups, lr, fraction, seed, threads,
+                         reference_quirks, device, no_cache, overwrite, report, report_hook)
+            return
+        if reference_quirks:
+            raise typer.BadParameter("--reference-quirks needs --preset paper")
+        hidden = 256 if hidden is None else hidden
         # every argument is checked before the backbone loads and long before training ends
-        tc = TrainConfig(epochs=_epochs(epochs), batch_groups=batch_groups, lr=lr, patience=patience,
+        tc = TrainConfig(epochs=_epochs(epochs or "20,10,10,20"), batch_groups=batch_groups,
+                         lr=1e-3 if lr is None else lr, patience=patience,
                          min_steps=min_steps, fraction=fraction, seed=seed, threads=threads,
                          presence_weight=presence_weight, lens_weight=lens_weight)
         check_output_file(out, overwrite)
@@ -143,6 +192,28 @@ def _train_command(report_hook: ReportHook | None) -> Callable[..., None]:
             report_hook(backbone, data, res.glasses, cache)
 
     return train
+
+
+def _train_paper(data: str, out: Path, model: str, val: str | None, hidden: int | None, epochs: str | None,
+                 batch_groups: int | None, lr: float | None, fraction: float, seed: int, threads: int,
+                 reference_quirks: bool, device: str, no_cache: bool, overwrite: bool, report: bool,
+                 report_hook: ReportHook | None) -> None:
+    """``train --preset paper``: every argument is checked before the backbone loads."""
+    defaults = PaperTrainConfig()
+    tc = PaperTrainConfig(epochs=_paper_epochs(epochs) if epochs else defaults.epochs,
+                          batch_groups=batch_groups or defaults.batch_groups, lr=defaults.lr if lr is None else lr,
+                          fraction=fraction, seed=seed, threads=threads)
+    check_output_file(out, overwrite)
+    PaperGlassesConfig(embed_dim=8, num_layers=3, hidden=hidden or 0)  # the size alone, before the backbone
+    backbone = load_backbone(model, device)
+    cfg = PaperGlassesConfig(embed_dim=backbone.embed_dim, num_layers=backbone.num_text_layers, hidden=hidden or 0,
+                             reference_quirks=reference_quirks)
+    cache = _cache(no_cache)
+    res = train_paper_glasses(backbone, data, out, config=cfg, train=tc, val_data=val, cache=cache,
+                              log=console.print, overwrite=overwrite)
+    if report and _has_test_split(data):  # the world report reads sayno's Glasses: the benchmark reads both
+        console.print(f"test split: sayno benchmark --world {data} --paper-glasses {out}")
+    del res, report_hook
 
 
 @cli_errors

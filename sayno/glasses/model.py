@@ -35,19 +35,15 @@ from torch import nn
 from sayno.base.scoring import TextBatch
 from sayno.errors import InputError
 from sayno.glasses import scoring
-from sayno.glasses.analysis import (  # noqa: F401 - analyse: re-exported
-    analyse,
-    analyse_texts,
-    needs_fallback,
-    slot_phrases,
-)
+from sayno.glasses.analysis import analyse  # noqa: F401 - re-exported
 from sayno.glasses.checkpoint import check_state, read_glasses_checkpoint, write_glasses_checkpoint
 from sayno.glasses.config import GlassesConfig, GlassesError, phrase_prompt
 from sayno.glasses.explain import explain
 from sayno.glasses.inputs import check_batch, check_features, check_rerank_k, check_texts
 from sayno.glasses.modules import Detector, Frame, Lens
+from sayno.glasses.paper import PaperGlasses, is_paper_checkpoint, load_paper_glasses
 from sayno.glasses.phrases import DEFAULT_CAPACITY, PhraseEncoder
-from sayno.glasses.reading import ReadLimits
+from sayno.glasses.reading import CaptionPlan, CaptionPlans, ReadLimits
 from sayno.glasses.scoring import Slots
 from sayno.negation import Analysis
 from sayno.runtime import torch_threads
@@ -83,6 +79,7 @@ class Glasses(nn.Module):
             phrase_encoder = _text_encoder(backbone)
         self.phrases = PhraseEncoder(phrase_encoder, config.embed_dim, phrase_cache)
         self.reading = ReadLimits(backbone)
+        self.plans = CaptionPlans(self.reading)
         if logit_scale is None:
             if backbone is None:
                 raise GlassesError("Glasses need a backbone or an explicit logit_scale")
@@ -138,14 +135,21 @@ class Glasses(nn.Module):
                      analyses: Sequence[Analysis] | None = None) -> np.ndarray:
         """(N,) which captions the configured detector mode treats as negated (``analyses``: the texts'
         :func:`analyse_texts`, when already at hand)."""
+        if analyses is None:
+            lex = np.array([p.negated for p in self.plans(texts)], dtype=bool)
+        else:
+            lex = np.array([a.negated for a in analyses], dtype=bool)
+        return self._detect(lex, layers)
+
+    def _detect(self, lex: np.ndarray, layers: torch.Tensor | None) -> np.ndarray:
+        """(N,) the detector mode's decision from the lexical one ``lex`` (N,) and the captions' layers."""
         mode = self.config.detector
-        lex = np.array([a.negated for a in (analyse_texts(texts) if analyses is None else analyses)], dtype=bool)
         if mode == "lexical":
             return lex
         if layers is None:
             raise GlassesError(f"detector={mode!r} needs the captions' layer features")
         with torch.no_grad():
-            learned = (self.detector(layers) > 0).cpu().numpy() if len(texts) else np.zeros(0, bool)
+            learned = (self.detector(layers) > 0).cpu().numpy() if len(lex) else np.zeros(0, bool)
         return {"learned": learned, "and": lex & learned, "or": lex | learned}[mode]
 
     def slots(self, text: TextBatch, image_terms: bool = True) -> Slots:
@@ -154,39 +158,42 @@ class Glasses(nn.Module):
         with torch_threads(1):
             return self._slots(text, image_terms)
 
-    def _slot_owners(self, texts: list[str], negated: np.ndarray, analyses: Sequence[Analysis]
+    def _slot_owners(self, plans: Sequence[CaptionPlan], negated: np.ndarray
                      ) -> tuple[list[int], list[str], list[bool]]:
         """(caption index, phrase, hedged) of every slot: one per negated phrase, or one per negated caption.
-        ``analyses``: one per text."""
+        ``plans``: one per caption (:class:`~sayno.glasses.reading.CaptionPlan`)."""
         owner, phrases, hedged = [], [], []
-        rows = np.flatnonzero(negated)
-        limits = self.read_chars([texts[i] for i in rows])
-        for i, limit in zip(rows, limits):
-            analysis = analyses[i]
-            found = slot_phrases(analysis, limit)
-            if self.config.lens_input == "phrase" and found:
-                for p in found:  # a predicate phrase's text is its subject + predicate ("horse galloping")
-                    owner.append(int(i))
-                    phrases.append(p.text)
-                    hedged.append(p.hedged)
-            elif found or needs_fallback(analysis, limit):
+        per_phrase = self.config.lens_input == "phrase"
+        for i in np.flatnonzero(negated).tolist():
+            plan = plans[i]
+            if per_phrase and plan.phrases:
+                for text, hd in plan.phrases:  # a predicate phrase's text is its subject + predicate
+                    owner.append(i)
+                    phrases.append(text)
+                    hedged.append(hd)
+            elif plan.phrases or plan.fallback:
                 # one slot per caption: the caption-level Lens, and the fallback (issue 24) of a negated caption
                 # with no phrase found (a cue without a phrase, or the learned detector alone): the Lens reads
                 # the whole caption (phrase "") instead of the caption keeping its plain score
-                owner.append(int(i))
+                owner.append(i)
                 phrases.append("")
-                hedged.append(analysis.hedged)
+                hedged.append(plan.hedged)
         return owner, phrases, hedged
 
-    def _base(self, h: torch.Tensor, owner: list[int], analyses: Sequence[Analysis]) -> torch.Tensor:
-        """(N, D) what each caption's score starts from: ``h``, or the affirmative remainder's embedding
-        (``analyses``: one per caption)."""
-        if self.config.base != "affirmative":
-            return h
-        rows = sorted(set(owner))
-        base = h.clone()
-        base[rows] = torch.as_tensor(self.encode_texts([analyses[r].affirmative_text for r in rows]))
-        return base
+    def _extra(self, phrases: list[str], named: list[int], plans: Sequence[CaptionPlan], rows: list[int]
+               ) -> list[str]:
+        """The extra texts the slots embed: the named phrases' prompts, then the rows' affirmative remainders."""
+        return ([phrase_prompt(self.config.prompt, phrases[k]) for k in named]
+                + [plans[r].affirmative for r in rows])
+
+    def extra_texts(self, texts: Sequence[str]) -> list[str]:
+        """The extra texts (phrase prompts, affirmative remainders) scoring ``texts`` embeds with the frozen text
+        tower (through :attr:`phrases`), for the captions the lexical detector flags: a caller that embeds
+        texts anyway can embed these in the same pass and :meth:`PhraseEncoder.put` them."""
+        plans = self.plans(texts)
+        owner, phrases, _ = self._slot_owners(plans, np.array([p.negated for p in plans], dtype=bool))
+        rows = sorted(set(owner)) if self.config.base == "affirmative" else []
+        return self._extra(phrases, [k for k, p in enumerate(phrases) if p], plans, rows)
 
     def read_chars(self, texts: Sequence[str]) -> list[int | None]:
         """Per text, how many leading characters the backbone's text encoder reads (None for every text
@@ -196,9 +203,9 @@ class Glasses(nn.Module):
     def _slots(self, text: TextBatch, image_terms: bool = True) -> Slots:
         h = torch.as_tensor(np.asarray(text.h, dtype=np.float32))
         layers = None if text.layers is None else torch.as_tensor(np.asarray(text.layers, dtype=np.float32))
-        analyses = analyse_texts(text.texts)  # once per batch (cached per text by sayno.negation)
-        negated = self.negated_mask(text.texts, layers, analyses)
-        owner, phrases, hedged = self._slot_owners(text.texts, negated, analyses)
+        plans = self.plans(text.texts)  # read once per caption while it stays in the memo
+        negated = self._detect(np.array([p.negated for p in plans], dtype=bool), layers)
+        owner, phrases, hedged = self._slot_owners(plans, negated)
         owner_t = torch.tensor(owner, dtype=torch.long)
         hedged_t = torch.tensor(hedged, dtype=torch.float32)
         if not owner:
@@ -207,11 +214,17 @@ class Glasses(nn.Module):
                          h.new_zeros(0), h.new_zeros(0))
         if layers is None:
             raise GlassesError("Glasses needs TextBatch.layers for negated captions (encode with layers=True)")
-        source = h[owner_t].clone()  # caption-level slots (phrase "") read the caption's own h
         named = [k for k, p in enumerate(phrases) if p]
+        rows = sorted(set(owner)) if self.config.base == "affirmative" else []
+        # the phrase prompts and the affirmative remainders: one lookup in the memo of extra texts
+        extra = self.encode_texts(self._extra(phrases, named, plans, rows))
+        source = h[owner_t].clone()  # caption-level slots (phrase "") read the caption's own h
         if named:
-            source[named] = torch.as_tensor(self.encode_phrases([phrases[k] for k in named]))
-        base = self._base(h, owner, analyses)
+            source[named] = torch.as_tensor(extra[: len(named)])
+        base = h
+        if rows:  # what each caption's score starts from: its affirmative remainder
+            base = h.clone()
+            base[rows] = torch.as_tensor(extra[len(named):])
         with torch.no_grad():
             h_neg = self.lens(layers[owner_t], source)
             logit, tau = self.frame.text_params(base[owner_t], h_neg, h[owner_t], hedged_t)
@@ -268,8 +281,9 @@ class Glasses(nn.Module):
 
 
 def load_glasses(path: str | Path, backbone, *, detector: str | None = None, name: str = "CLIPGlasses",
-                 phrase_encoder: Callable[[list[str]], np.ndarray] | None = None) -> Glasses:
-    """Load a checkpoint for ``backbone``.
+                 phrase_encoder: Callable[[list[str]], np.ndarray] | None = None) -> Glasses | PaperGlasses:
+    """Load a checkpoint for ``backbone`` (a paper preset checkpoint gives a
+    :class:`~sayno.glasses.paper.PaperGlasses`, :func:`~sayno.glasses.paper.load_paper_glasses`).
 
     Raises :class:`sayno.errors.BackboneMismatch` if it was trained on another backbone and
     :class:`sayno.checkpoint.CheckpointError` for another format, or a missing, unexpected, wrong-shaped or
@@ -278,6 +292,10 @@ def load_glasses(path: str | Path, backbone, *, detector: str | None = None, nam
     if backbone is None or not hasattr(backbone, "fingerprint"):
         raise InputError(f"load_glasses: backbone must be the Backbone the checkpoint was trained on "
                          f"(load_glasses(path, sayno.load(spec))), got {type(backbone).__name__}")
+    if is_paper_checkpoint(path):  # `sayno glasses train --preset paper`: the paper's modules
+        if detector not in (None, "lexical"):
+            raise GlassesError(f"{path}: the paper Glasses use the lexical detector only, not {detector!r}")
+        return load_paper_glasses(path, backbone)
     saved = read_glasses_checkpoint(path, backbone)
     config = saved.config
     if detector is not None:

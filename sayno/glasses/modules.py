@@ -62,7 +62,10 @@ class Lens(nn.Module):
 
     def attention(self, layers: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """(P, S) weights over the syntax layers (softmax over the layers of one caption)."""
-        q = self._queries(layers)
+        return self.attention_from(self._queries(layers), source)
+
+    def attention_from(self, q: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """(P, S) attention weights from the syntax tokens ``q`` (P, S, D) and the source (P, D)."""
         k = self.key(source)
         return torch.softmax(torch.einsum("psd,pd->ps", q, k) / math.sqrt(q.shape[-1]), dim=-1)
 
@@ -71,9 +74,10 @@ class Lens(nn.Module):
 
     def forward(self, layers: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         q = self._queries(layers)  # (P, S, D)
-        k = self.key(source)
-        a = torch.softmax(torch.einsum("psd,pd->ps", q, k) / math.sqrt(q.shape[-1]), dim=-1)
-        ctx = torch.einsum("ps,psd->pd", a, self.value(q))
+        a = self.attention_from(q, source)
+        # sum_s a_s * value(q_s) = value(sum_s a_s * q_s): the weights sum to 1 and value is affine, so the
+        # value projection runs once per slot instead of once per syntax layer (equal up to float rounding)
+        ctx = self.value(torch.einsum("ps,psd->pd", a, q))
         c = self.out(ctx) + self.skip(source)
         g = torch.sigmoid(self.gate(c))
         c = g * c + (1 - g) * source

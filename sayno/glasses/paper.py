@@ -20,10 +20,31 @@ dict loads in both modes.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sayno.base.scoring import TextBatch
+from sayno.checkpoint import (
+    CheckpointError,
+    Envelope,
+    check_tensors,
+    read_checkpoint,
+    read_header,
+    write_checkpoint,
+)
+from sayno.config import from_mapping
+from sayno.errors import SaynoError
+from sayno.glasses.analysis import analyse_texts
+from sayno.glasses.config import GlassesError, checked_float, checked_int
+from sayno.glasses.inputs import check_batch, check_features, check_texts
+from sayno.runtime import torch_threads
 
 # The reference's settings: hard-coded in its modules or its config (``lambda_0``).
 REF_DIM = 512
@@ -183,3 +204,198 @@ class PaperFrame(nn.Module):
         out = [self.lam(I[cols[k:k + self.chunk]], h[rows[k:k + self.chunk]], h_neg[rows[k:k + self.chunk]])
                for k in range(0, b * m, max(1, self.chunk))]
         return torch.cat(out).view(b, m) if out else h.new_zeros(b, m)
+
+
+# ------------------------------------------------------------------------------------- trained paper Glasses
+#: the checkpoint format of :class:`PaperGlasses` (the :mod:`sayno.checkpoint` envelope, like sayno's Glasses)
+PAPER_FORMAT = "sayno-glasses-paper"
+PAPER_FORMAT_VERSION = "1"
+#: retrieval re-ranks each negated caption's top k images of plain CLIP with the image-conditioned score
+DEFAULT_RERANK_K = 20
+#: with ``reference_quirks`` the Lens's softmax runs over a batch of captions: scoring feeds it batches of this
+#: many (the reference evaluates in batches too; a benchmark's thousands of captions at once would flatten it)
+QUIRKS_BATCH = 64
+
+
+@dataclass
+class PaperGlassesConfig:
+    """What a trained paper Glasses is (stored in its checkpoint).
+
+    hidden: the Frame transformer's feed-forward width; 0 means ``4 * embed_dim`` (the reference's ratio:
+    2048 at D = 512). lambda_0: the reference's ``lambda_0``. reference_quirks: the modules' quirks mode (see
+    :class:`PaperLens` and :class:`PaperFrame`). prompt: what a negated object is embedded as (the Lens target).
+    Negated captions are those the negation analyser flags (sayno's lexical detector: the paper's modules have
+    no detector; the reference's MLP detector is not part of this preset).
+    """
+
+    embed_dim: int
+    num_layers: int
+    hidden: int = 0
+    lambda_0: float = 1.0
+    reference_quirks: bool = False
+    prompt: str = "This image shows {}."
+
+    def __post_init__(self) -> None:
+        self.embed_dim = checked_int("embed_dim", self.embed_dim, 8, 16384)
+        self.num_layers = checked_int("num_layers", self.num_layers, SYNTAX_LAYERS, 1024)
+        if self.embed_dim % 8:
+            raise GlassesError(f"embed_dim must be a multiple of 8 (the Frame's 8 heads), got {self.embed_dim}")
+        self.hidden = checked_int("hidden", self.hidden, 0, 65536) or 4 * self.embed_dim
+        self.lambda_0 = checked_float("lambda_0", self.lambda_0, 0.0, 100.0)
+        if not isinstance(self.reference_quirks, bool):
+            raise GlassesError(f"reference_quirks must be true or false, got {self.reference_quirks!r}")
+        if not isinstance(self.prompt, str):
+            raise GlassesError(f"prompt must be a string, got {type(self.prompt).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PaperGlassesConfig:
+        """From a dict (a checkpoint's config); unknown keys raise :class:`sayno.config.ConfigError`."""
+        return from_mapping(cls, data, "paper Glasses config")
+
+
+class PaperGlasses(nn.Module):
+    """The paper's CLIPGlasses (:class:`PaperLens` + :class:`PaperFrame`) around a frozen backbone; a scorer
+    (:class:`sayno.base.scoring.Scorer`).
+
+    Score of a negated caption (lexical detector) with image I: ``s*cos(h, I) - max(0, lambda*s*cos(h_neg, I))``,
+    ``h_neg = Lens(h, layers)``, ``lambda = Frame(h, I, h_neg)`` of that pair; other captions keep CLIP's score.
+
+    - :meth:`score_pairs` (MCQ, CC-Neg): caption i with image i, the image-conditioned ``lambda`` as published.
+    - :meth:`score_matrix` (retrieval): a ``lambda`` per (caption, image) pair costs a transformer pass each
+      (docs/GLASSES.md), so each negated caption's top ``rerank_k`` images by plain CLIP are re-scored with
+      the paper's score and put first in that order; the rest keep CLIP's order below them (only the order in
+      a row is meaningful; ``rerank_k=None`` scores every pair, exact and slow).
+    """
+
+    needs_layers = True
+
+    def __init__(self, config: PaperGlassesConfig, backbone=None, *, name: str = "CLIPGlasses (paper)",
+                 logit_scale: float | None = None, rerank_k: int | None = DEFAULT_RERANK_K):
+        super().__init__()
+        if logit_scale is None:
+            if backbone is None:
+                raise GlassesError("PaperGlasses need a backbone or an explicit logit_scale")
+            logit_scale = float(backbone.logit_scale)
+        self.config, self.backbone, self.name = config, backbone, name
+        self.rerank_k = None if rerank_k is None else max(1, int(rerank_k))
+        q = config.reference_quirks
+        self.lens = PaperLens(config.embed_dim, reference_quirks=q)
+        self.frame = PaperFrame(config.embed_dim, config.hidden, lambda_0=config.lambda_0,
+                                logit_scale=math.log(float(logit_scale)), reference_quirks=q)
+        self.training_summary: dict = {}
+        self.eval()
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.frame.logit_scale.exp())
+
+    def scorer(self) -> PaperGlasses:
+        """The benchmark scorer (:class:`sayno.base.scoring.Scorer`): the model itself."""
+        return self
+
+    def text_batch(self, texts: Sequence[str]) -> TextBatch:
+        """N captions -> a :class:`TextBatch` with the backbone's (N, D) and per-layer (N, L, D) features."""
+        if self.backbone is None:
+            raise GlassesError("text_batch needs the Glasses' backbone (load_glasses(path, backbone))")
+        texts = check_texts(texts, "PaperGlasses.text_batch")
+        h = self.backbone.encode_text(texts).float().cpu().numpy()
+        layers = self.backbone.encode_text_layers(texts).float().cpu().numpy()
+        return TextBatch(texts, h, layers)
+
+    def negated_mask(self, texts: Sequence[str]) -> np.ndarray:
+        """(N,) which captions the negation analyser flags (the only ones whose score changes)."""
+        return np.array([a.negated for a in analyse_texts(list(texts))], dtype=bool)
+
+    def _inputs(self, text: TextBatch, images: np.ndarray, where: str, pairs: bool = False):
+        check_batch(text, self.config.embed_dim, where)
+        feats = check_features(images, self.config.embed_dim, where, rows=len(text.texts) if pairs else None)
+        if text.layers is None or np.asarray(text.layers).shape[1] < SYNTAX_LAYERS:
+            raise GlassesError(f"{where}: needs TextBatch.layers with at least {SYNTAX_LAYERS} layers")
+        h = torch.as_tensor(np.asarray(text.h, dtype=np.float32))
+        layers = torch.as_tensor(np.asarray(text.layers, dtype=np.float32))
+        return h, layers, torch.as_tensor(np.asarray(feats, dtype=np.float32))
+
+    def h_neg(self, h: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+        """(N, D) Lens output of every caption. With quirks a caption's ``h_neg`` depends on its batch (the
+        reference's softmax over the batch): the Lens then reads consecutive batches of :data:`QUIRKS_BATCH`."""
+        step = QUIRKS_BATCH if self.config.reference_quirks else max(1, len(h))
+        with torch.no_grad(), torch_threads(1):
+            return torch.cat([self.lens(h[a:a + step], layers[a:a + step]) for a in range(0, len(h), step)])
+
+    def score_pairs(self, text: TextBatch, images: np.ndarray) -> np.ndarray:
+        """(N,) caption i with image i, ``lambda`` of that pair."""
+        h, layers, img = self._inputs(text, images, "PaperGlasses.score_pairs", pairs=True)
+        neg = torch.as_tensor(self.negated_mask(text.texts))
+        hn = self.h_neg(h, layers)
+        with torch.no_grad(), torch_threads(1):
+            return self.frame.pair_scores(img, h, hn, neg).numpy()
+
+    def score_matrix(self, text: TextBatch, images: np.ndarray) -> np.ndarray:
+        """(N, M): CLIP's scores; each negated caption's top ``rerank_k`` re-scored and ranked first."""
+        h, layers, img = self._inputs(text, images, "PaperGlasses.score_matrix")
+        s = self.logit_scale
+        out = s * (F.normalize(h, dim=-1) @ F.normalize(img, dim=-1).T).numpy()
+        rows = np.flatnonzero(self.negated_mask(text.texts))
+        if not len(rows) or not len(img):
+            return out
+        k = len(img) if self.rerank_k is None else min(self.rerank_k, len(img))
+        top = np.argsort(-out[rows], axis=1, kind="stable")[:, :k]  # (R, k)
+        hn = self.h_neg(h, layers)
+        r_idx = torch.as_tensor(np.repeat(rows, k))
+        c_idx = torch.as_tensor(top.reshape(-1))
+        with torch.no_grad(), torch_threads(1):
+            step = max(1, self.frame.chunk)
+            refined = torch.cat([self.frame.pair_scores(img[c_idx[a:a + step]], h[r_idx[a:a + step]],
+                                                        hn[r_idx[a:a + step]])
+                                 for a in range(0, len(r_idx), step)]).numpy().reshape(len(rows), k)
+        for j, r in enumerate(rows):
+            rest = np.ones(out.shape[1], bool)
+            rest[top[j]] = False
+            if rest.any():
+                out[r, rest] -= max(out[r, rest].max() - refined[j].min() + 1.0, 0.0)
+            out[r, top[j]] = refined[j]
+        return out
+
+    def save(self, path: str | Path, training: dict | None = None) -> Path:
+        """Write the checkpoint (fp32, atomic): config, backbone fingerprint, training summary."""
+        if self.backbone is None:
+            raise GlassesError("save() needs the backbone the Glasses were trained on (for its fingerprint)")
+        tensors = {k: v.detach().float().contiguous().clone() for k, v in self.state_dict().items()}
+        envelope = Envelope(PAPER_FORMAT, PAPER_FORMAT_VERSION, backbone_fingerprint=self.backbone.fingerprint,
+                            backbone_spec=str(getattr(self.backbone, "spec", "")), config=self.config.to_dict(),
+                            sections={"logit_scale": repr(self.logit_scale), "training": training or {}})
+        return write_checkpoint(path, tensors, envelope)
+
+
+def is_paper_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a paper Glasses checkpoint (reads the header only)."""
+    try:
+        return read_header(path).format == PAPER_FORMAT
+    except (CheckpointError, OSError):
+        return False
+
+
+def load_paper_glasses(path: str | Path, backbone, *, name: str = "CLIPGlasses (paper)",
+                       rerank_k: int | None = DEFAULT_RERANK_K) -> PaperGlasses:
+    """Load a paper Glasses checkpoint for ``backbone`` (:func:`sayno.glasses.load_glasses` calls this for one).
+
+    Raises :class:`sayno.errors.BackboneMismatch` for another backbone and :class:`CheckpointError` for another
+    format, a bad config, or a missing, unexpected or wrong-shaped tensor."""
+    tensors, envelope = read_checkpoint(path, PAPER_FORMAT, (PAPER_FORMAT_VERSION,))
+    envelope.check_backbone(backbone.fingerprint, getattr(backbone, "spec", None), str(path))
+    try:
+        config = PaperGlassesConfig.from_dict(envelope.config)
+    except SaynoError as e:
+        raise CheckpointError(f"{path}: its config is not usable ({str(e).splitlines()[0] if str(e) else e})") from e
+    if config.embed_dim != backbone.embed_dim or config.num_layers != backbone.num_text_layers:
+        raise CheckpointError(f"{path}: dims ({config.embed_dim}, {config.num_layers}) do not match the backbone "
+                              f"({backbone.embed_dim}, {backbone.num_text_layers})")
+    g = PaperGlasses(config, backbone, name=name, rerank_k=rerank_k)
+    check_tensors(tensors, {k: tuple(v.shape) for k, v in g.state_dict().items()}, str(path))
+    g.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    training = envelope.sections.get("training") or {}
+    g.training_summary = training if isinstance(training, dict) else {}
+    return g.eval()

@@ -12,7 +12,9 @@ embeddings (:mod:`sayno.glasses.phrases`): each caption is tokenized once while 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from sayno.glasses.analysis import analyse_texts, needs_fallback, slot_phrases
 from sayno.glasses.phrases import BatchMemo
 
 #: Captions remembered by default (an int or None each: a few hundred kB).
@@ -51,3 +53,58 @@ class ReadLimits:
         if self._read is None or not texts:
             return [None] * len(texts)
         return self._memo.get(texts)
+
+
+@dataclass(frozen=True)
+class CaptionPlan:
+    """What Glasses read from one caption, from its text alone (the negation analysis and the read limit).
+
+    negated: the analyser finds a negation cue (the lexical detector); phrases: the slot phrases, each
+    ``(text, hedged)`` (:func:`~sayno.glasses.analysis.slot_phrases` under the read limit; empty for a caption
+    without a cue); fallback: whether the caption, when it counts as negated, gets the caption-level slot
+    (:func:`~sayno.glasses.analysis.needs_fallback`); hedged: the caption's hedge flag; affirmative: its
+    affirmative remainder.
+    """
+
+    negated: bool
+    phrases: tuple[tuple[str, bool], ...]
+    fallback: bool
+    hedged: bool
+    affirmative: str
+
+
+class CaptionPlans:
+    """texts -> one :class:`CaptionPlan` each, memoised (:class:`~sayno.glasses.phrases.BatchMemo`, at most
+    ``capacity`` texts, least recently used dropped first).
+
+    A plan depends only on the text and the backbone's tokenizer, so a scoring call re-reads nothing it has
+    seen: the analyses (cached by :mod:`sayno.negation`), the slot phrases and the read limits (``limits``, a
+    :class:`ReadLimits`, asked only about captions with a cue) are looked up once per caption instead of
+    walked again on every call (issue 27, Glasses scoring speed).
+    """
+
+    def __init__(self, limits: ReadLimits, capacity: int = DEFAULT_CAPACITY):
+        self._limits = limits
+        self._memo = BatchMemo(self._plan, capacity, "the caption-plan memo")
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+    def _plan(self, texts: list[str]) -> list[CaptionPlan]:
+        analyses = analyse_texts(texts)
+        cued = [i for i, a in enumerate(analyses) if a.negated]
+        limits: dict[int, int | None] = dict(zip(cued, self._limits([texts[i] for i in cued])))
+        out = []
+        for i, a in enumerate(analyses):
+            limit = limits.get(i)
+            found = slot_phrases(a, limit) if a.negated else []
+            out.append(CaptionPlan(bool(a.negated), tuple((p.text, bool(p.hedged)) for p in found),
+                                   needs_fallback(a, limit), bool(a.hedged), a.affirmative_text))
+        return out
+
+    def __call__(self, texts: Sequence[str]) -> list[CaptionPlan]:
+        """One plan per text of ``texts`` (repeats allowed); texts not in the memo are read in one call."""
+        return self._memo.get(list(texts))

@@ -38,10 +38,10 @@ from sayno.base.scoring import TextBatch
 from sayno.config import from_mapping
 from sayno.errors import InputError
 from sayno.glasses import model as trained
-from sayno.glasses.analysis import analyse_texts, slot_phrases
+from sayno.glasses.analysis import analyse_texts
 from sayno.glasses.config import GlassesError, phrase_prompt
 from sayno.glasses.phrases import DEFAULT_CAPACITY, PhraseEncoder
-from sayno.glasses.reading import ReadLimits
+from sayno.glasses.reading import CaptionPlans, ReadLimits
 from sayno.glasses.scoring import PHRASES_AT_FULL_STRENGTH, Slots, bound_lambda
 
 TRAINING_FREE = "training-free"
@@ -259,6 +259,7 @@ class TrainingFreeGlasses:
         self.phrases = PhraseEncoder(phrase_encoder, self.embed_dim, phrase_cache)
         self.ensembles = PhraseEncoder(self._ensemble, self.embed_dim, phrase_cache)  # per phrase, memoised
         self.reading = ReadLimits(backbone)
+        self.plans = CaptionPlans(self.reading)
         scale = logit_scale if logit_scale is not None else getattr(backbone, "logit_scale", None)
         if scale is None or not np.isfinite(float(scale)) or float(scale) <= 0:
             raise GlassesError(f"training-free Glasses need a positive finite logit scale, got {scale!r}")
@@ -331,6 +332,21 @@ class TrainingFreeGlasses:
         per phrase (:attr:`ensembles`: building the prompts cost more than the rest of a batch's slots)."""
         return self.ensembles.encode(phrases)
 
+    def ensemble_prompts(self, phrases: Sequence[str]) -> list[str]:
+        """The prompt texts :meth:`encode_phrases` embeds for the phrases not yet in :attr:`ensembles`."""
+        return [phrase_prompt(t, p) for p in self.ensembles.missing(phrases) for t in self.settings.prompts]
+
+    def extra_texts(self, texts: Sequence[str]) -> list[str]:
+        """The extra texts scoring ``texts`` embeds through :attr:`phrases` (affirmative remainders that name
+        something, and the prompts of negated phrases not yet ensembled), as :meth:`Glasses.extra_texts`."""
+        out: list[str] = []
+        for plan in self.plans(texts):
+            if plan.negated and plan.phrases:
+                if not content_free(plan.affirmative):
+                    out.append(plan.affirmative)
+                out += self.ensemble_prompts([p for p, _ in plan.phrases])
+        return out
+
     def _ensemble(self, phrases: list[str]) -> np.ndarray:
         """(n, D) :meth:`encode_phrases` without the memo."""
         k = len(self.settings.prompts)
@@ -360,19 +376,17 @@ class TrainingFreeGlasses:
         h = np.asarray(text.h, dtype=np.float32)
         cal = self.calibration
         owner, phrases, hedged, rows, remainders = [], [], [], [], []
-        analyses = analyse_texts(texts)
-        negated = np.array([a.negated for a in analyses], dtype=bool)
-        rows_negated = np.flatnonzero(negated)
-        limits = dict(zip(rows_negated.tolist(), self.read_chars([texts[i] for i in rows_negated])))
-        for i, analysis in enumerate(analyses):
-            found = slot_phrases(analysis, limits[i]) if analysis.negated else []
-            if found:
+        plans = self.plans(texts)  # what each caption says, read once while it stays in the memo
+        negated = np.array([p.negated for p in plans], dtype=bool)
+        for i in np.flatnonzero(negated).tolist():
+            plan = plans[i]
+            if plan.phrases:
                 rows.append(i)
-                remainders.append(analysis.affirmative_text)
-                for p in found:
+                remainders.append(plan.affirmative)
+                for phrase, hd in plan.phrases:
                     owner.append(i)
-                    phrases.append(p.text)
-                    hedged.append(bool(p.hedged))
+                    phrases.append(phrase)
+                    hedged.append(hd)
         base = h.copy()
         offset = np.zeros(len(texts), dtype=np.float64)
         if rows:

@@ -179,6 +179,11 @@ class Matcher:
         level = float(self.calibration.level)
         return level if np.isfinite(level) and not self.calibration.fallback else 0.0
 
+    def extra_texts(self, test: MatchTest) -> list[str]:
+        """The prompt texts :meth:`flags` would embed for ``test`` (its phrases not yet ensembled), for a caller
+        that embeds them in its own text-tower pass (into ``encoder.phrases``)."""
+        return self.encoder.ensemble_prompts([*test.wanted, *test.unwanted])
+
     def flags(self, test: MatchTest, images: np.ndarray) -> np.ndarray:
         """(M,) bool for (M, D) image features."""
         images = np.asarray(images, np.float32)

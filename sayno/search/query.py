@@ -249,6 +249,44 @@ class Searcher:
             warnings.simplefilter("ignore", TruncationWarning)
             return self.glasses.slots(text)
 
+    def _prefetch(self, terms: Terms, data: IndexData) -> None:
+        """One text-tower pass for everything a new query embeds: its text terms' layer features, the Glasses'
+        extra texts (phrase prompts, affirmative remainders) and the match test's phrase prompts, put in their
+        memos; each used to be a pass of its own (about 2-3 ms each on the embedded CLIP, one thread). Texts
+        already cached are not embedded again; anything missed here is embedded where it is used, as before."""
+        new = [t.text for t in terms.terms if not t.image and t.text not in self._text_cache]
+        if not new or not hasattr(self.backbone, "text_read_chars"):
+            return
+        memos: list[tuple[object, list[str]]] = []
+        if self.glasses is not None and hasattr(self.glasses, "extra_texts"):
+            memos.append((self.glasses.phrases, self.glasses.extra_texts(new)))
+        matcher = self._matcher(data)
+        test = self._match_test(terms, SearchResult("", "clip", []))
+        memos.append((matcher.encoder.phrases, matcher.extra_texts(test)))
+        wanted = [(memo, memo.missing(texts)) for memo, texts in memos]
+        extras = list(dict.fromkeys(x for _, texts in wanted for x in texts))
+        with self._lock, torch_threads(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncationWarning)
+            layers = self.backbone.encode_text_layers(new + extras).float().cpu().numpy()
+            read = self.backbone.text_read_chars(new)
+        for i, (text, n) in enumerate(zip(new, read)):
+            self._remember(text, layers[i:i + 1], self._truncation_notes(n < len(text)))
+        row = {x: len(new) + j for j, x in enumerate(extras)}
+        for memo, texts in wanted:
+            if texts:
+                memo.put(texts, layers[[row[x] for x in texts], -1])
+
+    def _truncation_notes(self, truncated: bool) -> list[str]:
+        if not truncated:
+            return []
+        note = f"the query is longer than the model's {self.backbone.context_length} tokens: only its beginning was read"
+        return [note]
+
+    def _remember(self, query: str, layers: np.ndarray, notes: list[str]) -> None:
+        if len(self._text_cache) > 512:
+            self._text_cache.clear()
+        self._text_cache[query] = (layers, notes)
+
     def _encode(self, query: str) -> tuple[np.ndarray, list[str]]:
         """(1, L, D) layer features of the query and notes (truncation)."""
         hit = self._text_cache.get(query)
@@ -259,12 +297,8 @@ class Searcher:
         with self._lock, torch_threads(1), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TruncationWarning)
             layers = self.backbone.encode_text_layers([query]).float().cpu().numpy()
-        if any(issubclass(w.category, TruncationWarning) for w in caught):
-            notes.append(f"the query is longer than the model's {self.backbone.context_length} tokens: "
-                         "only its beginning was read")
-        if len(self._text_cache) > 512:
-            self._text_cache.clear()
-        self._text_cache[query] = (layers, notes)
+        notes += self._truncation_notes(any(issubclass(w.category, TruncationWarning) for w in caught))
+        self._remember(query, layers, notes)
         return layers, notes
 
     # ------------------------------------------------------------------------------------------ search
@@ -305,6 +339,7 @@ class Searcher:
                                 f"({self.stale})")
         # matches_only: look further down the ranking for matching images (the cut may keep few of the top k)
         kk = min(max(k, rerank, MAX_K if matches_only else 0), len(data))
+        self._prefetch(terms, data)
         if terms.simple:
             order, scores, refined = self._rank_query(terms.terms[0].text, data, kk, mode, rerank, result)
         else:
@@ -440,6 +475,11 @@ class Searcher:
             if not found:
                 unwanted.extend(glasses_phrases)
         return MatchTest(tuple(dict.fromkeys(w for w in wanted if w)), tuple(dict.fromkeys(u for u in unwanted if u)))
+
+    def matcher(self) -> Matcher:
+        """The match test of the version answering now (its calibration, bank and phrase encoder)."""
+        self.refresh()
+        return self._matcher(self._data)
 
     def _matcher(self, data: IndexData) -> Matcher:
         """The match test of the version answering (its stored calibration, else calibrated on its vectors)."""
