@@ -252,18 +252,23 @@ def import_clipn_reference(root: Path) -> types.SimpleNamespace:
 
 
 # ------------------------------------------------------------------------------------------ CLIPGlasses
-def check_glasses(ref: types.SimpleNamespace, *, seed: int, batch: int, lambda_0: float) -> list[Row]:
-    from sayno.glasses.modules import glasses_logits, glasses_pair_logits
-    from sayno.glasses.paper import PaperFrame, PaperLens
-
-    dim = 512  # the reference Lens hard-codes 512, and Glasses builds the Frame at its default width (512)
+def reference_glasses(ref: types.SimpleNamespace, *, seed: int, lambda_0: float):
+    """The reference's ``Glasses`` (Lens, Frame, detector) on CPU with seeded random weights, in eval mode."""
     cfg = {"device": "cpu", "dtype": torch.float32, "Lens": {"device": "cpu"},
            "Frame": {"device": "cpu", "lambda_0": lambda_0}, "NegationDetector": {"device": "cpu", "neg_thr": 0.5}}
     torch.manual_seed(seed)
     glasses = ref.Glasses.Glasses(cfg)
     for i, part in enumerate((glasses.lens, glasses.frame, glasses.negDetector)):
         randomise(part, seed + 1 + i)
-    glasses.eval()
+    return glasses.eval()
+
+
+def check_glasses(ref: types.SimpleNamespace, *, seed: int, batch: int, lambda_0: float) -> list[Row]:
+    from sayno.glasses.modules import glasses_logits, glasses_pair_logits
+    from sayno.glasses.paper import PaperFrame, PaperLens
+
+    dim = 512  # the reference Lens hard-codes 512, and Glasses builds the Frame at its default width (512)
+    glasses = reference_glasses(ref, seed=seed, lambda_0=lambda_0)
     lens = PaperLens(dim, reference_quirks=True)
     lens.load_state_dict(glasses.lens.state_dict(), strict=True)
     frame = PaperFrame(dim, lambda_0=lambda_0, reference_quirks=True)
@@ -379,13 +384,7 @@ def glasses_controls(ref: types.SimpleNamespace, *, seed: int, batch: int, lambd
     shows that the checks above can fail."""
     from sayno.glasses.paper import PaperFrame, PaperLens
 
-    cfg = {"device": "cpu", "dtype": torch.float32, "Lens": {"device": "cpu"},
-           "Frame": {"device": "cpu", "lambda_0": lambda_0}, "NegationDetector": {"device": "cpu", "neg_thr": 0.5}}
-    torch.manual_seed(seed)
-    glasses = ref.Glasses.Glasses(cfg)
-    for i, part in enumerate((glasses.lens, glasses.frame, glasses.negDetector)):
-        randomise(part, seed + 1 + i)
-    glasses.eval()
+    glasses = reference_glasses(ref, seed=seed, lambda_0=lambda_0)
     lens, frame = PaperLens(512), PaperFrame(512, lambda_0=lambda_0)
     lens.load_state_dict(glasses.lens.state_dict(), strict=True)
     frame.load_state_dict(glasses.frame.state_dict(), strict=True)

@@ -52,6 +52,7 @@ from sayno.glasses.train import (
     _prepare_data,
     _SlotIndex,
     check_output_file,
+    evaluate_stage,
     lens_loss,
 )
 from sayno.runtime import torch_threads
@@ -171,23 +172,6 @@ class _PaperRunner:
         return S.index_put((rows,), S[rows] - repel)
 
 
-def _evaluate(runner: _PaperRunner, stage: str, batches: SceneBatches, batch_groups: int) -> dict:
-    """Mean validation loss (and metrics) of ``stage``, weighted by captions per batch."""
-    runner.g.eval()
-    losses, weights, metrics = [], [], {}
-    with torch.no_grad():
-        for caps, imgs in batches(batch_groups, None):
-            loss, m = runner.batch(stage, caps, imgs)
-            losses.append(float(loss))
-            weights.append(len(caps))
-            for k, v in m.items():
-                metrics.setdefault(k, []).append((v, len(caps)))
-    out = {"loss": float(np.average(losses, weights=weights)) if losses else float("nan")}
-    for k, vals in metrics.items():
-        out[k] = float(np.average([v for v, _ in vals], weights=[w for _, w in vals]))
-    return out
-
-
 def _stage_params(g: PaperGlasses, stage: str) -> list[torch.nn.Parameter]:
     if stage == "frame":
         return list(g.frame.parameters())
@@ -228,7 +212,7 @@ def _train(backbone, data, out: Path, config: PaperGlassesConfig | None, setting
             history += _train_stage(g, stage, settings.epochs[index], runner, val_runner, batches, val_batches,
                                     settings, rng, log)
     g.eval()
-    final = _evaluate(val_runner, "joint", val_batches, settings.batch_groups)
+    final = evaluate_stage(val_runner, "joint", val_batches, settings.batch_groups, val_runner.g)
     summary = {"preset": "paper", **data_record(prepared.train.files, prepared.val.files),
                "labels": prepared.features.lab.stats, "val_labels": prepared.val_features.lab.stats,
                "train": asdict(settings), "history": history, "final_val": final,
@@ -256,7 +240,7 @@ def _train_stage(g: PaperGlasses, stage: str, epochs: int, runner: _PaperRunner,
         train_loss = fit_epoch(batches(settings.batch_groups, rng),
                                lambda caps, imgs: runner.batch(stage, caps, imgs)[0],
                                optimizer, schedule, params, max_grad_norm=settings.max_grad_norm)
-        val = _evaluate(val_runner, stage, val_batches, settings.batch_groups)
+        val = evaluate_stage(val_runner, stage, val_batches, settings.batch_groups, val_runner.g)
         improved = stop.update(val["loss"], g)
         entry = {"stage": stage, "epoch": epoch + 1, "train_loss": round(train_loss, 5),
                  **{f"val_{k}": round(v, 5) for k, v in val.items()}, "seconds": round(time.time() - started, 2),

@@ -347,8 +347,10 @@ def _stage_params(model: Glasses, stage: str) -> list[torch.nn.Parameter]:
     return params
 
 
-def _evaluate(runner: _Runner, stage: str, batches: SceneBatches, batch_groups: int, model: Glasses) -> dict:
-    """Mean validation loss (and metrics) of ``stage``, weighted by captions per batch."""
+def evaluate_stage(runner, stage: str, batches: SceneBatches, batch_groups: int, model: torch.nn.Module) -> dict:
+    """Mean validation loss (and metrics) of ``stage``, weighted by captions per batch: ``runner.batch(stage,
+    captions, images) -> (loss, {metric: value})`` over ``batches(batch_groups, None)``, ``model`` in eval mode
+    (sayno's trainer and the paper preset's, :mod:`sayno.glasses.paper_train`)."""
     model.eval()
     losses, weights, metrics = [], [], {}
     with torch.no_grad():
@@ -453,7 +455,7 @@ class _Run:
             train_loss = fit_epoch(self.batches(self.batch_groups, self.rng),
                                    lambda caps, imgs: self.runner.batch(stage, caps, imgs)[0],
                                    optimizer, schedule, params, max_grad_norm=5.0)
-            val = _evaluate(self.val_runner, stage, self.val_batches, self.batch_groups, self.model)
+            val = evaluate_stage(self.val_runner, stage, self.val_batches, self.batch_groups, self.model)
             improved = stop.update(val["loss"], self.model)
             entry = {"stage": stage, "epoch": epoch + 1, "train_loss": round(train_loss, 5),
                      **{f"val_{k}": round(v, 5) for k, v in val.items()}, "seconds": round(time.time() - started, 2),
@@ -560,7 +562,7 @@ def _finish(run: _Run, prepared: _Data, out: Path, started: float) -> TrainResul
     """Final validation, summary, checkpoint; removes the resume file."""
     model = run.model
     model.eval()
-    final = {stage: _evaluate(run.val_runner, stage, run.val_batches, run.batch_groups, model)
+    final = {stage: evaluate_stage(run.val_runner, stage, run.val_batches, run.batch_groups, model)
              for stage in ("detector", "joint")}
     summary = {**data_record(prepared.train.files, prepared.val.files),  # relative paths, no machine's
                "labels": prepared.features.lab.stats, "val_labels": prepared.val_features.lab.stats,
