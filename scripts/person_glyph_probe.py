@@ -13,11 +13,10 @@ with a :class:`Concept` whose ``codepoint`` is the dash-joined sequence. A cell 
 
 - ``yes``: drawn as one picture (for the font styles, the shaped text is one glyph advance wide: the font has a
   ligature for the whole sequence).
-- ``parts``: ``FontStyle`` returned a picture, but the font has no ligature for the sequence and drew its parts
-  side by side (person + gender sign); the style's own check (the picture differs from .notdef) lets it through.
-- ``lookup``: the project's lookup finds no file, a sequence-aware one does (:class:`SequenceFluent`: the fluent
-  package names a person emoji that takes skin tones ``<cldr-name>-default.svg``, not ``<cldr-name>.svg``).
-- ``no``: neither draws it (the reason goes to the JSON file).
+- ``parts``: the font has no ligature for the sequence and would draw its parts side by side (person + gender
+  sign); ``FontStyle`` refuses such a sequence (:meth:`FontStyle.glyph_count`).
+- ``no``: not drawn (the reason goes to the JSON file). Fluent files are looked up as ``<cldr-name>.svg``, then
+  ``<cldr-name>-default.svg`` (the package's name for a person emoji that takes skin tones).
 
 ``same`` is added where a man/woman form is drawn with exactly the pixels of the person form. Printed too, per
 style: how far apart the man and woman forms of an activity are at the world's size (:func:`tile_difference`),
@@ -41,11 +40,9 @@ from PIL import Image, ImageDraw, ImageFont
 from sayno.world.concepts import Concept
 from sayno.world.scenes import GlyphCache, Placed, Scene, render_scene
 from sayno.world.styles import (
-    FluentStyle,
     FontStyle,
     Style,
     StyleError,
-    fluent_candidates,
     get_style,
     npm_package_dir,
 )
@@ -115,52 +112,23 @@ def concept(c: Candidate) -> Concept:
     return Concept(name=c.name, plural=c.name, codepoint=c.codepoint, category="person", pretrain=False)
 
 
-def font_glyph_count(style: FontStyle, text: str) -> int:
-    """How many glyph advances ``text`` takes once shaped in the style's font (1 when the font has a ligature for
-    the whole sequence; emoji fonts give every emoji one advance, zero-width joiners and selectors none)."""
-    one = style.font.getlength(text[0])
-    return max(1, round(style.font.getlength(text) / one)) if one else 0
-
-
-class SequenceFluent(FluentStyle):
-    """The fluent style with a sequence-aware lookup: also ``<stem>-default.svg``, the name the package gives the
-    skin-tone-free picture of an emoji that takes skin tones."""
-
-    def __init__(self, base: FluentStyle):
-        self.name, self.folder, self.files = "fluent+default", base.folder, base.files
-
-    def _file(self, concept: Concept) -> Path | None:
-        for stem in fluent_candidates(concept):
-            for name in (stem, stem + "-default"):
-                if name in self.files:
-                    return self.files[name]
-        return None
-
-
 @dataclass
 class Cell:
-    status: str  # yes | parts | lookup | no
+    status: str  # yes | parts | no
     why: str = ""
     same_as_person: bool = False
 
 
-def probe(style: Style, c: Candidate, fallback: Style | None = None) -> tuple[Cell, Style | None]:
-    """Draw ``c`` in ``style`` (then ``fallback``); the cell and the style that drew it (None: not drawn)."""
+def probe(style: Style, c: Candidate) -> tuple[Cell, Style | None]:
+    """Draw ``c`` in ``style``; the cell and the style that drew it (None: not drawn)."""
     con = concept(c)
+    if isinstance(style, FontStyle) and chr(ZWJ) in con.char and style.glyph_count(con.char) != 1:
+        n = style.glyph_count(con.char)
+        return Cell("parts", f"the font shapes {c.codepoint} into {n} glyphs (no ligature)"), None
     try:
         style.glyph(con)
     except StyleError as e:
-        if fallback is not None:
-            try:
-                fallback.glyph(con)
-                return Cell("lookup", f"project lookup: {e}; drawn by {fallback.name}"), fallback
-            except StyleError:
-                pass
         return Cell("no", str(e)), None
-    if isinstance(style, FontStyle):
-        n = font_glyph_count(style, con.char)
-        if n != 1:
-            return Cell("parts", f"the font shapes {c.codepoint} into {n} glyphs (no ligature)"), style
     return Cell("yes"), style
 
 
@@ -231,11 +199,10 @@ def main() -> None:
     listing = emoji_list()
     cands = candidates(listing)
     styles = {s: get_style(s) for s in STYLES}
-    fallbacks = {"fluent": SequenceFluent(styles["fluent"])}
     by_code = {c.codepoint: c for c in cands}
     rows = []
     for c in cands:
-        cells = {s: probe(styles[s], c, fallbacks.get(s)) for s in STYLES}
+        cells = {s: probe(styles[s], c) for s in STYLES}
         if c.codepoint != c.base:
             for s, (cell, drew) in cells.items():
                 person = by_code[c.base]
@@ -269,12 +236,10 @@ def main() -> None:
     ok = {s: {c.codepoint for c, cells in rows if cells[s][0].status == "yes"} for s in STYLES}
     all_three = [c for c, _ in rows if all(c.codepoint in ok[s] for s in TRAINING_STYLES)]
     fluent = {c.codepoint: cells["fluent"][0].status for c, cells in rows}
-    fluent_too = [c for c in all_three if fluent[c.codepoint] in ("yes", "lookup")]
+    fluent_too = [c for c in all_three if fluent[c.codepoint] == "yes"]
     print(f"\n{len(cands)} candidates ({sum(c.listed is True for c in cands)} in the emoji list); drawn as one "
           "picture: " + ", ".join(f"{s} {len(ok[s])}" for s in STYLES))
-    print(f"drawn by all three training styles: {len(all_three)}; of them fluent draws {len(fluent_too)} "
-          f"({sum(fluent[c.codepoint] == 'yes' for c in all_three)} with the project's lookup, the rest only "
-          "with '-default')")
+    print(f"drawn by all three training styles: {len(all_three)}; of them fluent draws {len(fluent_too)}")
     print("all three: " + ", ".join(c.name for c in all_three))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     contact_sheet(rows, args.zoom).save(args.out, optimize=True)

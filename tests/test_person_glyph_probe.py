@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import features
 
-from sayno.world.styles import FluentStyle, get_style
+from sayno.world.styles import FluentStyle, StyleError, get_style
 
 ROOT = Path(__file__).resolve().parents[1]
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">'
@@ -46,24 +46,27 @@ def test_font_ligature_told_from_parts_side_by_side(pg):
     openmoji = get_style("openmoji")
     listing = {k: {} for k in ("1f3ca", "1f3ca-200d-2640-fe0f")}
     woman = next(c for c in pg.candidates(listing) if c.name == "woman swimming")
-    assert pg.probe(openmoji, woman)[0].status == "yes"
-    # dog + ZWJ + female sign is no emoji: the font draws a dog and a female sign, which FontStyle lets through
+    assert pg.probe(openmoji, woman)[0].status == "yes" and openmoji.glyph_count(pg.concept(woman).char) == 1
+    # dog + ZWJ + female sign is no emoji: the font would draw a dog and a female sign; FontStyle refuses it
     dog = pg.Candidate("woman dog", "1f415-200d-2640-fe0f", "1f415", "DOG", None)
-    assert openmoji.glyph(pg.concept(dog)).width > openmoji.glyph(pg.concept(woman)).width
+    with pytest.raises(StyleError, match="side by side"):
+        openmoji.glyph(pg.concept(dog))
     cell, drew = pg.probe(openmoji, dog)
-    assert cell.status == "parts" and "2 glyphs" in cell.why and drew is openmoji
+    assert cell.status == "parts" and "2 glyphs" in cell.why and drew is None
 
 
-def test_fluent_default_name_found_only_by_the_sequence_aware_lookup(pg, tmp_path):
+def test_fluent_finds_the_default_name_of_a_person_emoji(pg, tmp_path):
     (tmp_path / "person-running-default.svg").write_text(SVG)
     (tmp_path / "skier.svg").write_text(SVG)
+    (tmp_path / "dog.svg").write_text(SVG)
+    (tmp_path / "dog-default.svg").write_text(SVG.replace("#c00", "#0c0"))
     fluent = FluentStyle(tmp_path)
-    seq = pg.SequenceFluent(fluent)
     runner = pg.Candidate("person running", "1f3c3", "1f3c3", "RUNNER", None)
     skier = pg.Candidate("skier", "26f7-fe0f", "26f7-fe0f", "SKIER", None)
     walker = pg.Candidate("person walking", "1f6b6", "1f6b6", "PEDESTRIAN", None)
-    assert pg.probe(fluent, runner)[0].status == "no"
-    cell, drew = pg.probe(fluent, runner, seq)
-    assert cell.status == "lookup" and drew is seq and seq.glyph(pg.concept(runner)).size == (96, 96)
-    assert pg.probe(fluent, skier, seq)[0].status == "yes"
-    assert pg.probe(fluent, walker, seq)[0].status == "no"
+    cell, drew = pg.probe(fluent, runner)
+    assert cell.status == "yes" and drew is fluent and fluent.glyph(pg.concept(runner)).size == (96, 96)
+    assert pg.probe(fluent, skier)[0].status == "yes"
+    assert pg.probe(fluent, walker)[0].status == "no"
+    dog = pg.Candidate("dog", "1f415", "1f415", "DOG", None)
+    assert fluent._file(pg.concept(dog)).name == "dog.svg"  # a plain name first: no drawn concept changes

@@ -49,6 +49,7 @@ NPM_PACKAGES = {"twemoji": "emoji-datasource-twitter@16.0.0", "fluent": "fluentu
 SVG_SIZE = 128  # pixels of the longer side an SVG glyph is rendered at (then cropped and resized per scene)
 MIN_DRAWABLE = 0.5  # a style must draw at least this fraction of the pretraining and of the unseen concepts
 VARIATION_SELECTORS = frozenset({0xFE0E, 0xFE0F})
+ZWJ = "\u200d"  # the zero-width joiner of emoji sequences (woman swimming = U+1F3CA U+200D U+2640 U+FE0F)
 IMAGE_SUFFIXES = (".png", ".svg")
 # Fluent Emoji file names are CLDR short names; where one is neither the concept's name nor its Unicode name
 FLUENT_NAMES = {
@@ -124,7 +125,17 @@ class FontStyle(Style):
         im = self._render(concept.char)
         if np.array_equal(np.asarray(im), self._notdef):
             raise StyleError(f"style {self.name!r} has no glyph for {concept.name} ({concept.codepoint})")
+        if ZWJ in concept.char and self.glyph_count(concept.char) != 1:
+            raise StyleError(f"style {self.name!r} draws {concept.name} ({concept.codepoint}) as its parts side by "
+                             "side, not as one picture (the font has no ligature for the sequence, or Pillow was "
+                             "built without raqm, which applies it)")
         return im
+
+    def glyph_count(self, text: str) -> int:
+        """How many glyph advances ``text`` takes once shaped: 1 when the font draws a zero-width-joiner sequence
+        as one ligature (emoji fonts give every emoji one advance; joiners and selectors none)."""
+        one = self.font.getlength(text[0])
+        return max(1, round(self.font.getlength(text) / one)) if one else 0
 
 
 class FileStyle(Style):
@@ -182,7 +193,10 @@ class FluentStyle(FileStyle):
         self.files = {p.stem: p for p in folder.glob("*.svg")}
 
     def _file(self, concept: Concept) -> Path | None:
-        for stem in fluent_candidates(concept):
+        stems = fluent_candidates(concept)
+        # then ``<stem>-default``: the package's name for the skin-tone-free picture of an emoji that takes skin
+        # tones (people: "person-running-default.svg"), which has no plain twin
+        for stem in [*stems, *(f"{s}-default" for s in stems)]:
             if stem in self.files:
                 return self.files[stem]
         return None
