@@ -2,7 +2,38 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def script_module(relative: str) -> Iterator[ModuleType]:
+    """A script of the repository (``scripts/x.py``, ``bench/y.py``) imported as a module for its functions;
+    registered in ``sys.modules`` while in use (dataclasses need it) and removed after."""
+    path = ROOT / relative
+    name = f"{path.parent.name}_{path.stem}_under_test"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def scripts():
+    """:func:`script_module`, for fixtures that import a repository script: ``with scripts("bench/x.py") as m``."""
+    return script_module
 
 
 @pytest.fixture(scope="session")

@@ -7,27 +7,19 @@ fails, controls pass only when they differ, locals are read from a sayno functio
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from sayno.glasses.paper import PaperFrame, PaperLens
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def cr():
-    spec = importlib.util.spec_from_file_location("check_reference_under_test", ROOT / "scripts" / "check_reference.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+def cr(scripts):
+    with scripts("scripts/check_reference.py") as module:
+        yield module
 
 
 def test_compare_passes_equal_and_fails_a_perturbation(cr):

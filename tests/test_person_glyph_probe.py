@@ -3,29 +3,19 @@ from a fallback that draws a sequence's parts side by side, and the fluent ``-de
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from PIL import features
 
 from sayno.world.styles import FluentStyle, StyleError, get_style
 
-ROOT = Path(__file__).resolve().parents[1]
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">'
        '<rect x="4" y="4" width="24" height="24" fill="#c00"/></svg>')
 
 
 @pytest.fixture(scope="module")
-def pg():
-    spec = importlib.util.spec_from_file_location("person_glyph_probe_under_test",
-                                                  ROOT / "scripts" / "person_glyph_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+def pg(scripts):
+    with scripts("scripts/person_glyph_probe.py") as module:
+        yield module
 
 
 def test_candidates_follow_the_emoji_list(pg):

@@ -4,9 +4,7 @@ the public ``Searcher.matcher()``."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +13,11 @@ from sayno.base.prompts import with_article
 from sayno.search.match import MatchTest, presence, relative
 from sayno.search.testing import tiny_world
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("search_match_bench", ROOT / "bench" / "search_match.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(scripts):
+    with scripts("bench/search_match.py") as module:
+        yield module
 
 
 def _unit(x):
