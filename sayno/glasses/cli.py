@@ -73,22 +73,14 @@ def load_backbone(spec: str, device: str = "cpu"):
     return load(spec, device=device)
 
 
-def _epochs(text: str) -> tuple[int, int, int, int]:
+def _epochs(text: str, stages: tuple[str, ...] = ("detector", "frame", "lens", "joint")) -> tuple[int, ...]:
+    """``"20,10,10,20"`` (one count per stage of ``stages``) or ``"5"`` (every stage) -> the counts."""
     parts = [int(x) for x in text.split(",")]
     if len(parts) == 1:
-        parts = parts * 4
-    if len(parts) != 4 or any(p < 0 for p in parts):
-        raise typer.BadParameter("give 4 comma-separated epoch counts (detector,frame,lens,joint) or one number")
-    return tuple(parts)  # type: ignore[return-value]
-
-
-def _paper_epochs(text: str) -> tuple[int, int, int]:
-    parts = [int(x) for x in text.split(",")]
-    if len(parts) == 1:
-        parts = parts * 3
-    if len(parts) != 3 or any(p < 0 for p in parts):
-        raise typer.BadParameter(f"give 3 comma-separated epoch counts ({','.join(PAPER_STAGES)}) or one number")
-    return tuple(parts)  # type: ignore[return-value]
+        parts = parts * len(stages)
+    if len(parts) != len(stages) or any(p < 0 for p in parts):
+        raise typer.BadParameter(f"give {len(stages)} comma-separated epoch counts ({','.join(stages)}) or one number")
+    return tuple(parts)
 
 
 #: options of sayno's own model and recipe, with their defaults: ``--preset paper`` refuses any other value
@@ -168,7 +160,7 @@ def _train_command(report_hook: ReportHook | None) -> Callable[..., None]:
                 raise typer.BadParameter(f"--preset paper does not take --{other[0].replace('_', '-')} "
                                          "(an option of sayno's own Glasses)")
             _train_paper(data, out, model, val, hidden, epochs, batch_groups, lr, fraction, seed, threads,
-                         reference_quirks, device, no_cache, overwrite, report, report_hook)
+                         reference_quirks, device, no_cache, overwrite, report)
             return
         if reference_quirks:
             raise typer.BadParameter("--reference-quirks needs --preset paper")
@@ -196,11 +188,10 @@ def _train_command(report_hook: ReportHook | None) -> Callable[..., None]:
 
 def _train_paper(data: str, out: Path, model: str, val: str | None, hidden: int | None, epochs: str | None,
                  batch_groups: int | None, lr: float | None, fraction: float, seed: int, threads: int,
-                 reference_quirks: bool, device: str, no_cache: bool, overwrite: bool, report: bool,
-                 report_hook: ReportHook | None) -> None:
+                 reference_quirks: bool, device: str, no_cache: bool, overwrite: bool, report: bool) -> None:
     """``train --preset paper``: every argument is checked before the backbone loads."""
     defaults = PaperTrainConfig()
-    tc = PaperTrainConfig(epochs=_paper_epochs(epochs) if epochs else defaults.epochs,
+    tc = PaperTrainConfig(epochs=_epochs(epochs, PAPER_STAGES) if epochs else defaults.epochs,
                           batch_groups=batch_groups or defaults.batch_groups, lr=defaults.lr if lr is None else lr,
                           fraction=fraction, seed=seed, threads=threads)
     check_output_file(out, overwrite)
@@ -209,11 +200,10 @@ def _train_paper(data: str, out: Path, model: str, val: str | None, hidden: int 
     cfg = PaperGlassesConfig(embed_dim=backbone.embed_dim, num_layers=backbone.num_text_layers, hidden=hidden or 0,
                              reference_quirks=reference_quirks)
     cache = _cache(no_cache)
-    res = train_paper_glasses(backbone, data, out, config=cfg, train=tc, val_data=val, cache=cache,
-                              log=console.print, overwrite=overwrite)
+    train_paper_glasses(backbone, data, out, config=cfg, train=tc, val_data=val, cache=cache, log=console.print,
+                        overwrite=overwrite)
     if report and _has_test_split(data):  # the world report reads sayno's Glasses: the benchmark reads both
         console.print(f"test split: sayno benchmark --world {data} --paper-glasses {out}")
-    del res, report_hook
 
 
 @cli_errors

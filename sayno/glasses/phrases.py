@@ -76,18 +76,11 @@ class BatchMemo:
         return [found[k] for k in keys]
 
 
-class PhraseEncoder:
-    """texts -> (n, D) float32 normalised embeddings, memoised (:class:`BatchMemo`, at most ``capacity`` texts).
+class Memoised:
+    """Something that answers per text from a :class:`BatchMemo` (``self._memo``): its size, settable capacity
+    and ``clear``."""
 
-    encode: the embedding function (texts -> (n, D) array-like), or None when there is none (then encoding a
-    text not in the cache raises :class:`GlassesError`). embed_dim: D, for empty inputs.
-    """
-
-    def __init__(self, encode: Callable[[list[str]], np.ndarray] | None, embed_dim: int,
-                 capacity: int = DEFAULT_CAPACITY):
-        self._encode = encode
-        self.embed_dim = embed_dim
-        self._memo = BatchMemo(self._embed, capacity, "the phrase cache")
+    _memo: BatchMemo
 
     @property
     def capacity(self) -> int:
@@ -103,6 +96,20 @@ class PhraseEncoder:
 
     def clear(self) -> None:
         self._memo.clear()
+
+
+class PhraseEncoder(Memoised):
+    """texts -> (n, D) float32 normalised embeddings, memoised (:class:`BatchMemo`, at most ``capacity`` texts).
+
+    encode: the embedding function (texts -> (n, D) array-like), or None when there is none (then encoding a
+    text not in the cache raises :class:`GlassesError`). embed_dim: D, for empty inputs.
+    """
+
+    def __init__(self, encode: Callable[[list[str]], np.ndarray] | None, embed_dim: int,
+                 capacity: int = DEFAULT_CAPACITY):
+        self._encode = encode
+        self.embed_dim = embed_dim
+        self._memo = BatchMemo(self._embed, capacity, "the phrase cache")
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self._encode is None:

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sayno.glasses.analysis import analyse_texts, needs_fallback, slot_phrases
-from sayno.glasses.phrases import BatchMemo
+from sayno.glasses.phrases import BatchMemo, Memoised
 
 #: Captions remembered by default (an int or None each: a few hundred kB).
 DEFAULT_CAPACITY = 16384
 
 
-class ReadLimits:
+class ReadLimits(Memoised):
     """texts -> per text, how many leading characters ``backbone``'s text encoder reads (``len(text)`` when
     all of it; :meth:`sayno.backbones.base.Backbone.text_read_chars`), or None for every text when there is
     no backbone or it cannot tell. Memoised (:class:`~sayno.glasses.phrases.BatchMemo`): at most ``capacity``
@@ -31,21 +31,6 @@ class ReadLimits:
         read = getattr(backbone, "text_read_chars", None) if backbone is not None else None
         self._memo = BatchMemo(read or (lambda texts: [None] * len(texts)), capacity, "the read-limit memo")
         self._read = read
-
-    @property
-    def capacity(self) -> int:
-        """How many texts the memo keeps (settable)."""
-        return self._memo.capacity
-
-    @capacity.setter
-    def capacity(self, value: int) -> None:
-        self._memo.capacity = value
-
-    def __len__(self) -> int:
-        return len(self._memo)
-
-    def clear(self) -> None:
-        self._memo.clear()
 
     def __call__(self, texts: Sequence[str]) -> list[int | None]:
         """One limit per text of ``texts``; texts not in the memo are tokenized in one call."""
@@ -73,7 +58,7 @@ class CaptionPlan:
     affirmative: str
 
 
-class CaptionPlans:
+class CaptionPlans(Memoised):
     """texts -> one :class:`CaptionPlan` each, memoised (:class:`~sayno.glasses.phrases.BatchMemo`, at most
     ``capacity`` texts, least recently used dropped first).
 
@@ -86,12 +71,6 @@ class CaptionPlans:
     def __init__(self, limits: ReadLimits, capacity: int = DEFAULT_CAPACITY):
         self._limits = limits
         self._memo = BatchMemo(self._plan, capacity, "the caption-plan memo")
-
-    def __len__(self) -> int:
-        return len(self._memo)
-
-    def clear(self) -> None:
-        self._memo.clear()
 
     def _plan(self, texts: list[str]) -> list[CaptionPlan]:
         analyses = analyse_texts(texts)
