@@ -44,6 +44,7 @@ from sayno.backbones.checkpoint import read_checkpoint, save_open_clip_checkpoin
 from sayno.backbones.open_clip_backbone import OpenClipTextTower
 from sayno.world import get_style, pretrain_concepts, render_scene, sample_pretrain, split_rng
 from sayno.world.build import class_dir  # noqa: F401  (kept for readers of this script)
+from sayno.world.predicates import sample_predicate_pretrain
 from sayno.world.scenes import _GLYPHS, Scene, _background, make_scene
 from sayno.world.styles import drawable_concepts
 
@@ -142,7 +143,7 @@ def render_mixed(scene: Scene, styles: list, rng: np.random.Generator, strength:
     match the caption by what the styles share (shape, layout of colours), not by one style's line work.
     """
     def glyph(p) -> Image.Image:
-        g = _GLYPHS.get(styles[int(rng.integers(len(styles)))], p.concept, p.size)  # resized once, cached
+        g = _GLYPHS.get(styles[int(rng.integers(len(styles)))], p.concept, p.size, p.turn)  # resized once, cached
         if strength > 0:
             if rng.random() < 0.5:
                 g = g.transpose(Image.FLIP_LEFT_RIGHT)
@@ -220,7 +221,7 @@ def render_varied(scene: Scene, style, rng: np.random.Generator, strength: float
     """Draw ``scene`` in one ``style`` with each glyph passed through ``vary_glyph`` and fitted back into its
     box: (size, size) RGB image."""
     def glyph(p) -> Image.Image:
-        g = vary_glyph(_GLYPHS.get(style, p.concept, p.size), rng, strength)
+        g = vary_glyph(_GLYPHS.get(style, p.concept, p.size, p.turn), rng, strength)
         scale = min(1.0, p.size / max(g.width, g.height))
         if scale < 1:
             g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))), Image.BILINEAR)
@@ -234,7 +235,7 @@ def render_recoloured(scene: Scene, style, rng: np.random.Generator, prob: float
     by six random ones: (size, size) RGB image. The shape and the layout of the colour regions stay, the colours
     go, so a recoloured glyph can only be told by its shape (``--palette``; ``scripts/style_proxy.py``)."""
     def glyph(p) -> Image.Image:
-        g = _GLYPHS.get(style, p.concept, p.size)
+        g = _GLYPHS.get(style, p.concept, p.size, p.turn)
         if rng.random() >= prob:
             return g
         q = g.convert("RGB").quantize(colors=6)
@@ -287,7 +288,14 @@ def render_batches(args: argparse.Namespace, styles: list[str]):
     # back to the first style, so full-coverage styles keep their stream
     lacks = {name: {c.name for c in concepts} - {c.name for c in drawable_concepts(name, concepts)} for name in styles}
     for step in range(args.steps):
-        pairs = [sample_pretrain(rng, concepts, 64) for _ in range(args.batch)]
+        if args.predicates > 0:  # world 4: a share of predicate scenes, each beside its hard negative
+            pairs = []
+            while len(pairs) < args.batch:
+                pairs += (sample_predicate_pretrain(rng, 64) if rng.random() < args.predicates
+                          else [sample_pretrain(rng, concepts, 64)])
+            pairs = pairs[: args.batch]
+        else:  # the stream of the object-only runs, unchanged
+            pairs = [sample_pretrain(rng, concepts, 64) for _ in range(args.batch)]
         drawn = rng.integers(0, len(styles), size=len(pairs)) if len(styles) > 1 else np.zeros(len(pairs), int)
         if step < args.first_style_steps:
             drawn = np.zeros(len(pairs), int)
@@ -379,6 +387,9 @@ def main() -> None:
                     help="weight of an extra image->concept-name loss (each scene's objects against all concepts)")
     ap.add_argument("--monitor-every", type=int, default=250, help="zero-shot monitor interval in steps")
     ap.add_argument("--monitor", default="", help="comma-separated extra styles to monitor zero-shot on (not trained)")
+    ap.add_argument("--predicates", type=float, default=0.0,
+                    help="share of a batch's draws that are world-4 predicate scenes (people's activities, objects "
+                         "upside down, one object above another), each with its hard negative beside it")
     ap.add_argument("--init", type=Path, default=None, help="start from DIR/clip.safetensors instead of scratch")
     args = ap.parse_args()
     if sum(v > 0 for v in (args.mix, args.vary, args.palette)) > 1:
@@ -452,7 +463,8 @@ def main() -> None:
             shown = torch.zeros(len(captions), len(concepts))
             for i, names in enumerate(shown_names):
                 for name in names:
-                    shown[i, concept_index[name]] = 1.0
+                    if name in concept_index:  # a person's drawing is not a concept
+                        shown[i, concept_index[name]] = 1.0
             concept_logits = model.logit_scale.exp() * fi @ fc.T
             concept_loss = torch.sum(-(shown / shown.sum(1, keepdim=True)) * F.log_softmax(concept_logits, 1), 1).mean()
             contrastive = loss.detach()

@@ -43,12 +43,13 @@ from sayno.glasses.training_free import CalibrationWarning, is_training_free
 from sayno.ood.bench import print_ood_table, world_ood_benchmark
 from sayno.world import StyleError, WorldConfig, build_world
 from sayno.world.build import FAMILY_FILES, PARTS, WORLD_VERSION
+from sayno.world.predicates import KINDS as PREDICATE_KINDS
 
 TASKS = ("zeroshot", "mcq", "ccneg", "retrieval")
 PAPER_ROW = "CLIPGlasses (paper)"  # the paper preset's row (`glasses train --preset paper`)
 TRAIN_STYLE = "openmoji"  # the art style the shipped Glasses and CLIPN were trained on: the in-style rows
 BENCHMARK_STYLES = ("openmoji", "noto", "twemoji", "fluent")  # sayno.world.styles' named styles
-STYLE_PARTS = ("test", "classify", "ood")  # the world parts the main job reads, in every style
+STYLE_PARTS = ("test", "classify", "ood", "predicates")  # the world parts the main job reads, in every style
 # the other styles' worlds serve the OOD benchmark only as covariate shift (their ``ood/id`` images): no OOD sets;
 # and their zero-shot rows use 10 images per class (1,850), not 20: a third of the cold job's images are theirs
 OTHER_STYLE = {"ood_seen_classes": 0, "ood_per_class": 0, "classify_per_class": 10}
@@ -190,7 +191,7 @@ def _with_families(task: str, methods: list[B.Method], path: Path, family_paths:
                    cache: FeatureCache | None, progress: bool, console: Console | None, extra: dict) -> list[dict]:
     """``task`` (mcq or ccneg) on ``path`` and on each of ``family_paths``, files of some of its rows: their
     metrics come from the same per-row decisions (scored once, calibrated on all of ``path``'s images); a file
-    with a row ``path`` lacks is run on its own."""
+    with a row ``path`` lacks is run on its own, an empty one is left out."""
     decide, metrics = DECISIONS[task]
     full = _read(task, path, None, None)
     memo = B.FeatureMemo(cache, progress)
@@ -199,6 +200,8 @@ def _with_families(task: str, methods: list[B.Method], path: Path, family_paths:
     out = [_result(task, methods, path, metrics(full, decisions), len(bad), extra)]
     for part_path in family_paths:
         part = _read(task, part_path, None, None)
+        if len(part) == 0 and not part.bad_rows:
+            continue  # a family or kind with no row here (a small world): nothing to report
         rows = B.matching_rows(full, part)
         if rows is None:
             out.append(_run(task, methods, part, part_path, cache, progress, console, extra))
@@ -331,6 +334,15 @@ def _style_results(style: str, folder: Path, methods: list[B.Method], cache: Fea
         families = [folder / f"{task}_test_{suffix}.csv" for suffix in FAMILY_FILES.values()]
         results += _with_families(task, methods, folder / f"{task}_test.csv", families, cache, progress, console,
                                   extra)
+    if (folder / "pred_mcq_test.csv").exists():  # world 4's predicates (issue 25)
+        # one scoring pass per file; its kinds and negation families are subsets of the same decisions
+        kinds = [k for k in PREDICATE_KINDS if (folder / f"pred_mcq_test_{k}.csv").exists()]
+        for task, stem, by_family in (("mcq", "pred_affirm_test", False), ("mcq", "pred_mcq_test", True),
+                                      ("ccneg", "pred_ccneg_test", True)):
+            parts = [folder / f"{stem}_{k}.csv" for k in kinds]
+            if by_family:
+                parts += [folder / f"{stem}_{k}_{suffix}.csv" for k in kinds for suffix in FAMILY_FILES.values()]
+            results += _with_families(task, methods, folder / f"{stem}.csv", parts, cache, progress, console, extra)
     return results
 
 
@@ -523,6 +535,39 @@ FAMILY_COLUMNS = (  # the same benchmarks on the test rows of training / held-ou
 )
 
 
+#: the predicate table (issue 25): one row per method and kind ("objects": the object benchmarks, for comparison);
+#: (header, task, dataset file stem with {kind}, metric); the objects' stems have no {kind}
+PREDICATE_COLUMNS = (
+    ("affirm.", "mcq", "pred_affirm_test_{kind}", "accuracy"),
+    ("MCQ", "mcq", "pred_mcq_test_{kind}", "accuracy"),
+    ("MCQ neg.", "mcq", "pred_mcq_test_{kind}", "negative"),
+    ("CC-Neg", "ccneg", "pred_ccneg_test_{kind}", "accuracy"),
+    ("MCQ train-fam.", "mcq", "pred_mcq_test_{kind}_trainfam", "accuracy"),
+    ("MCQ held-out", "mcq", "pred_mcq_test_{kind}_heldout", "accuracy"),
+    ("CC-Neg train-fam.", "ccneg", "pred_ccneg_test_{kind}_trainfam", "accuracy"),
+    ("CC-Neg held-out", "ccneg", "pred_ccneg_test_{kind}_heldout", "accuracy"),
+)
+OBJECT_STEMS = {"pred_mcq_test_{kind}": "mcq_test", "pred_ccneg_test_{kind}": "ccneg_test",
+                "pred_mcq_test_{kind}_trainfam": "mcq_test_trainfam", "pred_mcq_test_{kind}_heldout": "mcq_test_heldout",
+                "pred_ccneg_test_{kind}_trainfam": "ccneg_test_trainfam",
+                "pred_ccneg_test_{kind}_heldout": "ccneg_test_heldout"}
+
+
+def predicate_rows(results: list[dict]) -> dict[str, dict[tuple[str, str], dict[str, float]]]:
+    """{style: {(method, kind): {column header: value}}} of :data:`PREDICATE_COLUMNS`, kind "objects" first (the
+    object benchmarks' same columns) then each predicate kind; empty for results without predicates."""
+    table: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+    have = {r.get("style", "-") for r in results if Path(str(r.get("dataset", ""))).stem.startswith("pred_")}
+    for kind in ("objects", *PREDICATE_KINDS):
+        columns = tuple((h, task, OBJECT_STEMS.get(stem, "") if kind == "objects" else stem.format(kind=kind), metric)
+                        for h, task, stem, metric in PREDICATE_COLUMNS)
+        for style, rows in summary_rows(results, columns).items():
+            if style in have:
+                for method, vals in rows.items():
+                    table.setdefault(style, {})[(method, kind)] = vals
+    return table
+
+
 def summary_rows(results: list[dict], columns: tuple = SUMMARY_COLUMNS) -> dict[str, dict[str, dict[str, float]]]:
     """{style: {method: {column header: value}}} for the negation benchmarks of the main job."""
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -557,6 +602,21 @@ def print_benchmark(results: list[dict], console: Console) -> None:
             for method, vals in rows.items():
                 t.add_row(method, *[f"{vals[h]:.1f}" if h in vals else "" for h in headers])
             console.print(t)
+    for style, rows in predicate_rows(results).items():
+        t = Table(title=(f"Objects and predicates, style {style}: people's activities, objects upside down, one "
+                         "object above another (accuracy, %; affirm.: the right statement among wrong ones, no "
+                         "negation)"), title_justify="left")
+        t.add_column("method")
+        t.add_column("kind")
+        headers = [h for h, *_ in PREDICATE_COLUMNS]
+        for h in headers:
+            t.add_column(h, justify="right")
+        for method in dict.fromkeys(m for m, _ in rows):
+            for kind in ("objects", *PREDICATE_KINDS):
+                vals = rows.get((method, kind))
+                if vals:
+                    t.add_row(escape(method), kind, *[f"{vals[h]:.1f}" if h in vals else "" for h in headers])
+        console.print(t)
     for r in results:
         if r["task"] == DROP_TASK:
             print_drops(r, console)

@@ -218,16 +218,20 @@ class Glasses(nn.Module):
         rows = sorted(set(owner)) if self.config.base == "affirmative" else []
         # the phrase prompts and the affirmative remainders: one lookup in the memo of extra texts
         extra = self.encode_texts(self._extra(phrases, named, plans, rows))
-        source = h[owner_t].clone()  # caption-level slots (phrase "") read the caption's own h
-        if named:
-            source[named] = torch.as_tensor(extra[: len(named)])
+        h_own = h[owner_t]  # (P, D), a copy: indexing with a tensor gathers
+        if len(named) == len(owner):  # every slot names its phrase: the Lens reads the phrase prompts
+            source = torch.as_tensor(extra[: len(named)])
+        else:  # caption-level slots (phrase "") read the caption's own h
+            source = h_own.clone()
+            if named:
+                source[torch.tensor(named, dtype=torch.long)] = torch.as_tensor(extra[: len(named)])
         base = h
         if rows:  # what each caption's score starts from: its affirmative remainder
             base = h.clone()
-            base[rows] = torch.as_tensor(extra[len(named):])
+            base[torch.tensor(rows, dtype=torch.long)] = torch.as_tensor(extra[len(named):])
         with torch.no_grad():
             h_neg = self.lens(layers[owner_t], source)
-            logit, tau = self.frame.text_params(base[owner_t], h_neg, h[owner_t], hedged_t)
+            logit, tau = self.frame.text_params(base[owner_t], h_neg, h_own, hedged_t)
             lam = scoring.bound_lambda(self.frame.lam(logit), owner_t, scoring.total_lambda_max(self.frame))
             beta = self.frame.beta(base[owner_t], h_neg, h[owner_t], hedged_t) if image_terms else None
         return Slots(base, owner_t, phrases, hedged_t, h_neg, lam, tau, negated, logit, beta)

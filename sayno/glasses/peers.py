@@ -26,6 +26,7 @@ from sayno.base.scoring import TextBatch
 from sayno.glasses.analysis import analyse_texts, slot_phrases
 from sayno.glasses.config import GlassesError
 from sayno.glasses.phrases import PhraseEncoder
+from sayno.glasses.reading import ReadLimits
 
 SUBTRACTION = "rclip subtraction"
 PROJECTION = "concept projection"
@@ -77,24 +78,24 @@ class _Peer:
         self.backbone = backbone
         self.embed_dim = int(dim)
         self.texts = PhraseEncoder(text_encoder, self.embed_dim)
+        # how much of each negated caption the text encoder reads, memoised per caption as for Glasses
+        self.reading = ReadLimits(backbone if hasattr(backbone, "text_read_chars") else None)
         self.name = name or self.kind
 
     def _query(self, h: np.ndarray, base: np.ndarray, phrases: np.ndarray) -> np.ndarray:
         """(D,) the query of one negated caption: h (D,), base = e(remainder) (D,), phrases (P, D)."""
         raise NotImplementedError
 
-    def _read_chars(self, texts: list[str]) -> list[int | None]:
-        if self.backbone is None or not hasattr(self.backbone, "text_read_chars") or not texts:
-            return [None] * len(texts)
-        return list(self.backbone.text_read_chars(texts))
-
     def query_vectors(self, text: TextBatch) -> np.ndarray:
         """(N, D) query vectors: ``h`` for captions without a negated phrase, the peer's ``q`` for the others."""
         texts = list(text.texts)
         q = np.array(text.h, dtype=np.float32, copy=True)
         work = []  # (row, remainder, phrase texts)
-        for i, (a, limit) in enumerate(zip(analyse_texts(texts), self._read_chars(texts))):
-            found = slot_phrases(a, limit) if a.negated else []
+        analyses = analyse_texts(texts)
+        cued = [i for i, a in enumerate(analyses) if a.negated]  # only these need their read limit
+        limits = dict(zip(cued, self.reading([texts[i] for i in cued])))
+        for i, a in enumerate(analyses):
+            found = slot_phrases(a, limits[i]) if a.negated else []
             if found:
                 work.append((i, a.affirmative_text, [p.text for p in found]))
         needed = list(dict.fromkeys(t for _, r, ps in work for t in (r, *ps)))

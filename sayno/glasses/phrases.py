@@ -17,6 +17,7 @@ import numpy as np
 from sayno.glasses.config import GlassesError
 
 DEFAULT_CAPACITY = 4096
+_MISSING = object()  # a key the memo does not hold (values may be None)
 
 
 class BatchMemo:
@@ -56,24 +57,23 @@ class BatchMemo:
     def get(self, keys: Sequence[str]) -> list:
         """One value per key of ``keys`` (repeats allowed)."""
         keys = list(keys)
-        distinct = list(dict.fromkeys(keys))
-        found: dict[str, object] = {}
+        memo = self._memo
+        with self._lock:  # one pass over the keys when every one is known (the common case of a scoring call)
+            values = [memo.get(k, _MISSING) for k in keys]
+            for k, v in zip(keys, values):
+                if v is not _MISSING:
+                    memo.move_to_end(k)
+        missing = list(dict.fromkeys(k for k, v in zip(keys, values) if v is _MISSING))
+        if not missing:
+            return values
+        found = dict(zip(missing, self._compute(missing)))
         with self._lock:
-            for k in distinct:
-                if k in self._memo:
-                    self._memo.move_to_end(k)
-                    found[k] = self._memo[k]
-        missing = [k for k in distinct if k not in found]
-        if missing:
-            values = list(self._compute(missing))
-            found.update(zip(missing, values))
-            with self._lock:
-                for k, v in zip(missing, values):
-                    self._memo[k] = v
-                    self._memo.move_to_end(k)
-                while len(self._memo) > self.capacity:
-                    self._memo.popitem(last=False)
-        return [found[k] for k in keys]
+            for k, v in found.items():
+                memo[k] = v
+                memo.move_to_end(k)
+            while len(memo) > self.capacity:
+                memo.popitem(last=False)
+        return [found[k] if v is _MISSING else v for k, v in zip(keys, values)]
 
 
 class Memoised:

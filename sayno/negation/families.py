@@ -128,7 +128,7 @@ def _subject(doc, head):
             if c.lower_ in RELATIVE or c.tag_ in ("WDT", "WP"):
                 return head.head if head.dep_ in ("relcl", "acl") and head.head.i != head.i else None
             return c
-    if head.dep_ in ("acl", "amod", "relcl", "appos", "prep", "advcl") and head.head.i != head.i and \
+    if head.dep_ in ("acl", "amod", "relcl", "appos", "prep", "advcl", "advmod") and head.head.i != head.i and \
             head.head.pos_ in NOUNISH | {"PRON"}:
         return head.head
     if head.dep_ in ("acl", "relcl", "advcl", "conj", "xcomp") and head.head.i != head.i and \
@@ -141,8 +141,10 @@ def _predicate(doc, cue, pred, start: int, subj, clause_lo: int, floor: int, cue
                subj_text: str | None = None, keep_subject: bool = True) -> Found | None:
     """A predicate negation: the phrase is subject + doc[start:end of pred's own dependents]."""
     end = _pred_end(doc, pred, start)
-    while start < pred.i and doc[start].pos_ == "ADV" and doc[start].head.i == pred.i:
-        start += 1  # adverbs of time and degree before the predicate ("not yet arrived") are not repelled
+    while start < pred.i and doc[start].pos_ == "ADV" and doc[start].head.i == pred.i and pred.pos_ != "ADV":
+        # adverbs of time and degree before the predicate ("not yet arrived") are not repelled; an adverb's own
+        # modifier is part of it ("not upside down")
+        start += 1
     words = _words(doc, start, end, pred.i)
     if not words:
         return None
@@ -290,11 +292,23 @@ def negative_subject(doc, t, floor):
     a participle). A copula ("no one is on the bench") or a verb of presence ("no dog can be seen") is the object
     rules' absent thing."""
     subj = _neg_subject(doc, t)
+    carried = [c for c in subj.children if c.dep_ in ("acl", "relcl") and c.tag_ in ("VBG", "VBN") and c.i > subj.i] \
+        if subj is not None and subj.dep_ not in ("nsubj", "nsubjpass") else []
+    one = t.i + 2 < len(doc) and t.lower_ == "no" and doc[t.i + 1].lower_ == "one" and \
+        doc[t.i + 2].lower_.endswith("ing") and doc[t.i + 2].tag_ in ("NN", "VBG")
     if subj is not None and subj.dep_ in ("nsubj", "nsubjpass"):
         verb = subj.head
         text = None
         start = verb.i
         lo = t.i
+    elif carried:  # "nobody playing golf", "no dog running": the subject carries the participle
+        verb, text, start, lo = carried[0], None, carried[0].i, t.i
+    elif one:  # "there is no one kneeling": "no one" + a participle the parser read as a noun or a modifier
+        gerund = doc[t.i + 2]
+        # "no one lifting weights" may be parsed with "lifting" modifying "weights": the phrase ends with its head
+        pred = gerund.head if gerund.dep_ in ("amod", "compound") and gerund.head.i > gerund.i else gerund
+        return _predicate(doc, t, pred, gerund.i, None, t.i, floor, subj_text="person", keep_subject=False,
+                          cue_text="no one")
     else:
         # "there is no X Ying", "there isn't anyone Ying": the noun of an existential carries a participle
         if t.lower_ not in NEG_WORDS | {"no"}:
@@ -420,6 +434,8 @@ def predicate_not(doc, t, floor):
     if k < n and (doc[k].pos_ in ("DET", "NUM", "PRON") or doc[k].pos_ in NOUNISH):
         return None
     h = t.head
+    if h.dep_ in ("aux", "auxpass") and h.head.i > t.i and h.head.tag_[:2] == "VB":
+        h = h.head  # "a person who isn't snowboarding": the parser may hang the cue on the auxiliary
     if any(c.dep_ == "expl" for c in h.children):
         return None
     pred = None
@@ -453,6 +469,13 @@ def predicate_not(doc, t, floor):
     elif h.pos_ in NOUNISH and h.i < t.i and k < n and doc[k].head.i == h.i and doc[k].pos_ in ("ADJ", "VERB") \
             and doc[k].dep_ in ("amod", "acl", "appos", "conj") and not _present_like(doc[k]):
         pred, subj_head = doc[k], doc[k]  # "an old barn, not red": the cue and the attribute both hang on the noun
+    elif h.pos_ == "ADV" and h.i > t.i:
+        top = h
+        while top.head.pos_ == "ADV" and top.head.i > top.i:
+            top = top.head  # "not upside down": the cue on "upside", which modifies "down"
+        if top.dep_ == "advmod" and top.head.pos_ in NOUNISH and top.head.i < t.i and not _present_like(top) \
+                and top.lower_ not in PRESENT_WORDS:
+            pred, subj_head = top, top  # the state hangs on the noun before the cue
     if pred is None:
         return None
     subj = _subject(doc, subj_head)

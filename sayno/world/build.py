@@ -53,17 +53,23 @@ from sayno.config import from_mapping
 from sayno.errors import InputError
 from sayno.world.captions import FAMILY_SPLITS, Caption, affirmative, hybrid, negation_only, neither_nor
 from sayno.world.concepts import Concept, load_concepts, pretrain_concepts, unseen_concepts
+from sayno.world.predicates import KINDS as PREDICATE_KINDS
+from sayno.world.predicates import PREDICATE_FAMILY_SPLITS, affirm, affirm_options, deny, load_activities, mcq_options
+from sayno.world.predicates import hard_negative as predicate_hard_negative
+from sayno.world.predicates import sample_predicate_scene, undrawable_people
 from sayno.world.scenes import Scene, make_scene, render_scene, sample_counts
 from sayno.world.styles import drawable_concepts, get_style, style_coverage
 
-PARTS = ("train", "val", "test", "captions", "classify", "ood")
+PARTS = ("train", "val", "test", "captions", "classify", "ood", "predicates")
 #: Bumped whenever what a seed builds changes (captions, scenes, files): a cached world of another version is
 #: stale (``sayno benchmark`` rebuilds it). 2: the negation grammar of 20 families, training / held-out.
 #: 3: the OOD part split into near / far / unseen_near / unseen_far by category (issue 11), one random stream
 #: per OOD class (a style that lacks a concept draws the others' scenes unchanged), 20 more unseen concepts.
-WORLD_VERSION = 3
+#: 4: the predicates part (issue 25): people's activities, objects upside down, one object above another, with their
+#: MCQ / CC-Neg files; the other parts' files are those of version 3 for the same seed (own random stream).
+WORLD_VERSION = 4
 MIN_SIZE, MAX_SIZE = 32, 4096  # image side in pixels: a scene holds up to four objects of at least 9 pixels
-SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8}
+SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8, "predicates": 9}
 
 #: The ID categories of the OOD split, fixed by rule before any measurement (issue 11): the categories of natural
 #: kinds, whose members have look-alike siblings (tiger / leopard, peach / pear), with at least 30 pretraining
@@ -95,13 +101,14 @@ class WorldConfig:
     ood_per_class: int = 20
     hedge_error_rate: float = 0.25
     heldout_fraction: float = 0.5  # test rows whose negations come from held-out families
+    predicate_scenes: int = 100  # per predicate kind: scenes of the predicates part, each with its hard negative
 
     def __post_init__(self) -> None:
         """One-line :class:`InputError` for sizes that cannot be rendered or counted."""
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise InputError(f"size must be {MIN_SIZE}..{MAX_SIZE} pixels (room for four objects), got {self.size}")
         counts = ("train_groups", "val_groups", "test_groups", "caption_images", "classify_per_class",
-                  "ood_id_classes", "ood_seen_classes", "ood_id_per_class", "ood_per_class")
+                  "ood_id_classes", "ood_seen_classes", "ood_id_per_class", "ood_per_class", "predicate_scenes")
         for name in counts:
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -370,6 +377,78 @@ def build_captions(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
     return {"images": len(rows)}
 
 
+#: The predicates part's files (``<stem>_<kind>.csv`` per kind too, and the MCQ / CC-Neg ones also per family split)
+PREDICATE_FILES = ("pred_affirm_test", "pred_mcq_test", "pred_ccneg_test")
+
+
+def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
+    """``images/predicates/``: ``cfg.predicate_scenes`` scenes per kind (:data:`~sayno.world.predicates.KINDS`),
+    each beside its hard negative (``<i>a`` / ``<i>b``), and per image three rows:
+
+    - ``pred_affirm_test``: MCQ, the true statement affirmed among three wrong affirmations of the same kind
+      (:func:`~sayno.world.predicates.affirm_options`): what the backbone sees;
+    - ``pred_mcq_test``: NegBench MCQ, correct answer affirmative (``positive``) or negated (``negative``),
+      alternating (:func:`~sayno.world.predicates.mcq_options`);
+    - ``pred_ccneg_test``: CC-Neg, the true statement affirmed against it denied.
+
+    Negations come from the held-out predicate families at ``cfg.heldout_fraction`` of the rows, else from the
+    training ones; the world's scenes are drawn by the style, all from the random stream ``predicates``.
+    """
+    rng = split_rng(cfg.seed, "predicates")
+    jobs: list[tuple[Scene, Path]] = []
+    affirm_rows, mcq_rows, cc_rows = [], [], []
+    n = 0
+    # a style that lacks some art draws scenes of what it has (its stream then differs from the others')
+    missing = set(style_coverage(cfg.style).missing) | undrawable_people(get_style(cfg.style))
+    people = {d.name for a in load_activities() for d in a.drawings}
+    kinds = [k for k in PREDICATE_KINDS if k != "activity" or people - missing]
+
+    def drawable(ps) -> bool:
+        return not missing or all(p.concept.name not in missing for p in ps.scene.placed)
+
+    for kind in kinds:
+        for i in range(cfg.predicate_scenes):
+            for _ in range(1000):
+                ps = sample_predicate_scene(rng, kind, cfg.size)
+                pair = {"a": ps, "b": predicate_hard_negative(ps, rng)}
+                if drawable(pair["a"]) and drawable(pair["b"]):
+                    break
+            else:
+                raise InputError(f"style {cfg.style} cannot draw {kind} scenes: too much of its art is missing")
+            for k, x in pair.items():
+                path = f"images/predicates/{kind}/{i:05d}{k}.png"
+                jobs.append((x.scene, out / path))
+                n += 1
+                opts = [affirm(st, rng).text for st in affirm_options(x, rng)]
+                order = rng.permutation(4)
+                affirm_rows.append([path, int(np.flatnonzero(order == 0)[0]), *(opts[j] for j in order), "positive",
+                                    kind, x.true.predicate, ""])
+                fs = "held-out" if rng.random() < cfg.heldout_fraction else "training"
+                template = ("positive", "negative")[(i + (k == "b")) % 2]
+                caps = mcq_options(x, rng, template, fs)
+                order = rng.permutation(4)
+                mcq_rows.append([path, int(np.flatnonzero(order == 0)[0]), *(caps[j].text for j in order), template,
+                                 kind, x.true.predicate, fs])
+                fs = "held-out" if rng.random() < cfg.heldout_fraction else "training"
+                neg = deny(x.true, rng, fs)
+                cc_rows.append([path, affirm(x.true, rng).text, neg.text, f"{x.true.subject} {x.true.predicate}",
+                                kind, neg.family, fs])
+    painter.paint(jobs, "predicate scenes")
+    mcq_header = ["image_path", "correct_answer", "caption_0", "caption_1", "caption_2", "caption_3",
+                  "correct_answer_template", "kind", "true_predicate", "family_split"]
+    cc_header = ["image_path", "caption", "negative_caption", "negated_object", "kind", "family", "family_split"]
+    for stem, header, rows, by_family in (("pred_affirm_test", mcq_header, affirm_rows, False),
+                                          ("pred_mcq_test", mcq_header, mcq_rows, True),
+                                          ("pred_ccneg_test", cc_header, cc_rows, True)):
+        _write_by_family_split(out, stem, header, rows, by_family)
+        for kind in kinds:
+            _write_by_family_split(out, f"{stem}_{kind}", header, [r for r in rows if r[header.index("kind")] == kind],
+                                   by_family)
+    return {"images": n, "kinds": kinds, "scenes_per_kind": cfg.predicate_scenes,
+            "families": {split: list(f) for split, f in PREDICATE_FAMILY_SPLITS.items()},
+            "activities": [a.predicate for a in load_activities()]}
+
+
 def _single_object_images(out: Path, folder: str, classes: list[Concept], per_class: int,
                           rng: np.random.Generator, painter: _Painter, size: int, desc: str) -> int:
     jobs = [(make_scene(((c, 1),), rng, size), out / folder / class_dir(c.name) / f"{j:04d}.png")
@@ -530,6 +609,8 @@ def _build_into(out: Path, cfg: WorldConfig, parts: tuple[str, ...], painter: _P
             n = _single_object_images(out, "classify", list(pretrain), cfg.classify_per_class,
                                       split_rng(cfg.seed, "classify"), painter, cfg.size, "classification images")
             manifest["parts"][part] = {"images": n, "classes": len(pretrain)}
+        elif part == "predicates":
+            manifest["parts"][part] = build_predicates(out, cfg, painter)
         else:
             manifest["parts"][part] = build_ood(out, cfg, painter)
     (out / "world.json").write_text(json.dumps(manifest, indent=1))

@@ -13,7 +13,7 @@ from sayno.world.build import WorldConfig, build_world
 WORLD_HELP = "The emoji world: build its datasets."
 # the WorldConfig sizes that --scale multiplies
 SCALED = ("train_groups", "val_groups", "test_groups", "caption_images", "classify_per_class", "ood_id_per_class",
-          "ood_per_class")
+          "ood_per_class", "predicate_scenes")
 
 
 def register(app: typer.Typer) -> None:
@@ -36,14 +36,16 @@ def world_build(
                               "(PNG/SVG files named by code point, e.g. 1f415.png or 1f6cf-fe0f.png)."),
     seed: int = typer.Option(0, help="Seed of every split's random stream."),
     size: int = typer.Option(64, help="Image size in pixels."),
-    parts: str = typer.Option("train,val,test,captions,classify,ood", help="Comma-separated parts to build."),
+    parts: str = typer.Option("train,val,test,captions,classify,ood,predicates",
+                              help="Comma-separated parts to build."),
     scale: float = typer.Option(1.0, help="Multiply every split's size (0.1 for a quick look)."),
     overwrite: bool = typer.Option(False, "--overwrite", "--force",
                                    help="Replace an existing world (or non-empty folder) as a whole."),
     workers: int = typer.Option(None, "--workers", "-j", help="Processes that draw the images (default: one per "
                                 "CPU core, at most 8; the images do not depend on it)."),
 ) -> None:
-    """Render the world's datasets (NegBench MCQ/retrieval CSVs, CC-Neg pairs, captions, class folders)."""
+    """Render the world's datasets (NegBench MCQ/retrieval CSVs, CC-Neg pairs, captions, class folders, and the
+    predicates part: people's activities, objects upside down, one object above another)."""
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     config = guard(scaled_config, seed, style, size, scale)
     manifest = guard(build_world, out, config, parts=chosen, overwrite=overwrite, workers=workers)

@@ -24,6 +24,7 @@ class Placed:
     x: int  # top-left corner, pixels
     y: int
     size: int  # longest side, pixels
+    turn: int = 0  # degrees the glyph is rotated: 0 or 180 (upside down, world 4's attribute)
 
 
 @dataclass(frozen=True)
@@ -154,19 +155,23 @@ def _background(scene: Scene) -> np.ndarray:
 
 
 class GlyphCache:
-    """Resized glyphs per (style, concept, size), least recently used first out."""
+    """Resized glyphs per (style, concept, size, turn), least recently used first out."""
 
     def __init__(self, maxsize: int = 20000):
         self.maxsize = maxsize
-        self._d: OrderedDict[tuple[str, str, int], Image.Image] = OrderedDict()
+        self._d: OrderedDict[tuple[str, str, int, int], Image.Image] = OrderedDict()
 
-    def get(self, style: Style, concept: Concept, size: int) -> Image.Image:
-        key = (style.name, concept.codepoint, size)
+    def get(self, style: Style, concept: Concept, size: int, turn: int = 0) -> Image.Image:
+        key = (style.name, concept.codepoint, size, turn)
         im = self._d.get(key)
         if im is None:
             g = style.glyph(concept)
             scale = size / max(g.size)
             im = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))), Image.LANCZOS)
+            if turn == 180:
+                im = im.transpose(Image.Transpose.ROTATE_180)
+            elif turn:
+                raise ValueError(f"a glyph turns by 0 or 180 degrees, got {turn}")
             self._d[key] = im
             if len(self._d) > self.maxsize:
                 self._d.popitem(last=False)
@@ -183,7 +188,7 @@ def render_scene(scene: Scene, style: Style, glyphs: GlyphCache | None = None) -
     glyphs = glyphs or _GLYPHS
     canvas = Image.fromarray(_background(scene))
     for p in scene.placed:
-        g = glyphs.get(style, p.concept, p.size)
+        g = glyphs.get(style, p.concept, p.size, p.turn)
         ox = p.x + (p.size - g.width) // 2
         oy = p.y + (p.size - g.height) // 2
         canvas.paste(g, (ox, oy), g)
