@@ -2,7 +2,10 @@
 
     python scripts/train_embedded.py --steps 1500 --batch 256 --out sayno/weights/embedded
 
-``--init DIR --styles openmoji,noto`` continues training from a finished model on scenes drawn in several art
+``--predicates P`` (world 4, issue 25) makes a share P of a batch's draws predicate scenes (a person doing one of
+the activities, an object upside down or upright, one object above another: ``sayno.world.predicates``), each with
+its hard negative beside it in the batch and an affirmative caption of what is true of each; with P = 0 the
+stream is the object-only one of the earlier runs. ``--init DIR --styles openmoji,noto`` continues training from a finished model on scenes drawn in several art
 styles (each scene in one style, chosen at random): the "bistyle" backbone of the cross-style experiment in
 docs/RESULTS.md, which is not shipped. ``--augment S`` adds photometric jitter; ``--mix S`` draws each object of a
 scene in its own style from ``--styles`` and mirrors, rotates, squashes and hue-shifts each glyph (``render_mixed``).

@@ -21,7 +21,7 @@ from sayno.world import WorldConfig
 from sayno.world.styles import NOTO_PATHS, get_style, style_coverage
 
 cli = CliRunner()
-TINY = {"train_groups": 0, "val_groups": 0, "test_groups": 8, "caption_images": 0, "classify_per_class": 1, "predicate_scenes": 2,
+TINY = {"train_groups": 0, "val_groups": 0, "test_groups": 8, "caption_images": 0, "classify_per_class": 1, "predicate_scenes": 2, "predicate_train_scenes": 2,
         "ood_id_classes": 3, "ood_id_per_class": 1}  # the OOD sets' sizes stay the main job's choice
 
 

@@ -91,3 +91,28 @@ def test_benchmark_rows_include_the_peers(embedded):
     for peer in peers(embedded):
         s = peer.score_matrix(tb, img)
         assert s[0, 0] > s[0, 1]  # the beach without people wins (text stand-ins for the two images)
+
+
+def test_peers_tokenize_each_negated_caption_once_and_only_negated_ones():
+    """The peers ask the backbone how much of a caption its encoder reads only for captions with a cue, once each
+    while they stay in the memo (the main job scores the same captions in several files)."""
+    asked: list[list[str]] = []
+
+    class Reader:
+        logit_scale, embed_dim = 100.0, D
+
+        def encode_text(self, texts):
+            import torch
+            return torch.as_tensor(encoder(list(texts)))
+
+        def text_read_chars(self, texts):
+            asked.append(list(texts))
+            return [len(t) for t in texts]
+
+    p = Subtraction(Reader())
+    texts = ["a dog but no cat", "a red bus", "no umbrella here"]
+    images = encoder(["img a", "img b", "img c"])
+    first = p.score_pairs(batch(texts), images)
+    again = p.score_pairs(batch(texts), images)
+    assert asked == [["a dog but no cat", "no umbrella here"]]
+    assert np.array_equal(first, again)

@@ -10,7 +10,7 @@ from sayno.cli import app
 from sayno.errors import InputError
 from sayno.world import WorldConfig, build_world
 
-TINY = {"train_groups": 1, "val_groups": 1, "test_groups": 3, "caption_images": 2, "classify_per_class": 1, "predicate_scenes": 2,
+TINY = {"train_groups": 1, "val_groups": 1, "test_groups": 3, "caption_images": 2, "classify_per_class": 1, "predicate_scenes": 2, "predicate_train_scenes": 2,
         "ood_id_per_class": 1, "ood_per_class": 1}
 runner = CliRunner()
 

@@ -27,7 +27,7 @@ from sayno.world.styles import StyleError
 NEGATION_WORDS = re.compile(r"\b(no|not|without|never|none|nothing|neither|nor|lacking|lacks|free|absent|isn't|"
                             r"n't|devoid|void|empty|missing|nowhere|instead|rather|zero|excludes|omits)\b|n't\b")
 
-TINY = WorldConfig(train_groups=6, val_groups=3, test_groups=6, caption_images=8, classify_per_class=1, predicate_scenes=2,
+TINY = WorldConfig(train_groups=6, val_groups=3, test_groups=6, caption_images=8, classify_per_class=1, predicate_scenes=2, predicate_train_scenes=2,
                    ood_id_classes=5, ood_seen_classes=4, ood_id_per_class=2, ood_per_class=1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,18 @@ def test_world_writes_predicate_files_and_keeps_the_object_files(tmp_path):
         assert all(analyse(r["negative_caption"]).negated and not analyse(r["caption"]).negated for r in cc)
         aff = _rows(tmp_path / "a" / f"pred_affirm_test_{kind}.csv")
         assert all(not analyse(r[f"caption_{k}"]).negated for r in aff for k in range(4))
+
+
+def test_predicate_training_rows_use_training_families_and_reach_glasses_training(tmp_path):
+    from sayno.glasses.data import read_sources
+
+    cfg = WorldConfig(seed=2, train_groups=2, val_groups=2, test_groups=2, predicate_train_scenes=6)
+    m = build_world(tmp_path / "w", cfg, parts=("train", "val", "predicates_train"), progress=False, workers=1)
+    assert m["parts"]["predicates_train"]["train"]["images"] == 2 * 6 * len(KINDS)
+    assert m["parts"]["predicates_train"]["val"]["images"] == 2 * 1 * len(KINDS)
+    rows = _rows(tmp_path / "w" / "pred_mcq_train.csv") + _rows(tmp_path / "w" / "pred_ccneg_train.csv")
+    assert {r["family_split"] for r in rows} == {"training"}
+    assert all(r["image_path"].startswith("images/predicates_train/") for r in rows)
+    src = read_sources(tmp_path / "w", "train")
+    assert {"pred_mcq_train.csv", "pred_ccneg_train.csv", "negation_train.csv"} <= {Path(f).name for f in src.files}
+    assert any("not" in c.caption and "person" in c.caption for c in src.captions)

@@ -222,8 +222,9 @@ def read_file(path: str | Path) -> Sources:
 
 
 def read_sources(data: str | Path, split: str = "train") -> Sources:
-    """A world folder (``negation_<split>.csv`` plus ``ccneg_<split>.csv``, ``retrieval_neg_<split>.csv`` and
-    ``mcq_<split>.csv`` when present) or one or several CSV files (comma-separated)."""
+    """A world folder (``negation_<split>.csv`` plus ``ccneg_<split>.csv``, ``retrieval_neg_<split>.csv``,
+    ``mcq_<split>.csv`` and the predicates' ``pred_mcq_<split>.csv`` / ``pred_ccneg_<split>.csv`` when present) or one
+    or several CSV files (comma-separated)."""
     data_s = str(data)
     if "," in data_s:
         out = Sources()
@@ -233,7 +234,8 @@ def read_sources(data: str | Path, split: str = "train") -> Sources:
         return out
     path = Path(data_s).expanduser().absolute()  # image keys stay valid whatever the working folder
     if path.is_dir():
-        names = [f"negation_{split}.csv", f"ccneg_{split}.csv", f"retrieval_neg_{split}.csv", f"mcq_{split}.csv"]
+        names = [f"negation_{split}.csv", f"ccneg_{split}.csv", f"retrieval_neg_{split}.csv", f"mcq_{split}.csv",
+                 f"pred_mcq_{split}.csv", f"pred_ccneg_{split}.csv"]  # world 4's predicates, when built
         found = [path / n for n in names if (path / n).exists()]
         if not found:
             raise GlassesDataError(f"{path}: no {names[0]} (or CC-Neg / retrieval CSVs) for split {split!r}")

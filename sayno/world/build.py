@@ -18,6 +18,11 @@ Layout of ``OUT`` (paths inside the CSVs are relative to ``OUT``)::
                                 negative_objects, image_id
     retrieval_neg_<split>.csv   the same with negated captions ("a dog but no cat"), plus family, family_split
     captions_train.csv          filepath, caption: affirmative image-caption pairs (CLIPN training)
+    pred_affirm_test.csv        world 4's predicates (:func:`build_predicates`): people's activities, objects upside
+    pred_mcq_test.csv           down, one object above another; MCQ / CC-Neg formats plus kind and family columns,
+    pred_ccneg_test.csv         one file per kind too (``pred_mcq_test_activity.csv``) and per family split;
+                                ``pred_mcq_train.csv`` / ``pred_ccneg_train.csv`` (and ``_val``): the
+                                ``predicates_train`` part, training data for Glasses
     classify/<class>/*.png      one object per image, every pretraining concept (zero-shot classification)
     ood/id_classes.txt          ID class names; ood/id/<class>/ and one folder per OOD set, ood/<set>/<class>/:
                                 near, far, unseen_near, unseen_far (the rule: :func:`ood_split`)
@@ -60,7 +65,10 @@ from sayno.world.predicates import sample_predicate_scene, undrawable_people
 from sayno.world.scenes import Scene, make_scene, render_scene, sample_counts
 from sayno.world.styles import drawable_concepts, get_style, style_coverage
 
-PARTS = ("train", "val", "test", "captions", "classify", "ood", "predicates")
+PARTS = ("train", "val", "test", "captions", "classify", "ood", "predicates", "predicates_train")
+#: What a world build makes unless told: every part but ``predicates_train`` (asked for, it gives Glasses predicate
+#: training rows; without it a world folder trains the object-only Glasses the model cards describe)
+DEFAULT_PARTS = PARTS[:-1]
 #: Bumped whenever what a seed builds changes (captions, scenes, files): a cached world of another version is
 #: stale (``sayno benchmark`` rebuilds it). 2: the negation grammar of 20 families, training / held-out.
 #: 3: the OOD part split into near / far / unseen_near / unseen_far by category (issue 11), one random stream
@@ -69,7 +77,8 @@ PARTS = ("train", "val", "test", "captions", "classify", "ood", "predicates")
 #: MCQ / CC-Neg files; the other parts' files are those of version 3 for the same seed (own random stream).
 WORLD_VERSION = 4
 MIN_SIZE, MAX_SIZE = 32, 4096  # image side in pixels: a scene holds up to four objects of at least 9 pixels
-SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8, "predicates": 9}
+SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8, "predicates": 9,
+             "predicates_train": 10, "predicates_val": 11}
 
 #: The ID categories of the OOD split, fixed by rule before any measurement (issue 11): the categories of natural
 #: kinds, whose members have look-alike siblings (tiger / leopard, peach / pear), with at least 30 pretraining
@@ -102,13 +111,15 @@ class WorldConfig:
     hedge_error_rate: float = 0.25
     heldout_fraction: float = 0.5  # test rows whose negations come from held-out families
     predicate_scenes: int = 100  # per predicate kind: scenes of the predicates part, each with its hard negative
+    predicate_train_scenes: int = 300  # per kind, the predicates_train part's training rows (its val rows: a sixth)
 
     def __post_init__(self) -> None:
         """One-line :class:`InputError` for sizes that cannot be rendered or counted."""
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise InputError(f"size must be {MIN_SIZE}..{MAX_SIZE} pixels (room for four objects), got {self.size}")
         counts = ("train_groups", "val_groups", "test_groups", "caption_images", "classify_per_class",
-                  "ood_id_classes", "ood_seen_classes", "ood_id_per_class", "ood_per_class", "predicate_scenes")
+                  "ood_id_classes", "ood_seen_classes", "ood_id_per_class", "ood_per_class", "predicate_scenes",
+                  "predicate_train_scenes")
         for name in counts:
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -381,7 +392,7 @@ def build_captions(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
 PREDICATE_FILES = ("pred_affirm_test", "pred_mcq_test", "pred_ccneg_test")
 
 
-def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
+def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter, split: str = "test") -> dict:
     """``images/predicates/``: ``cfg.predicate_scenes`` scenes per kind (:data:`~sayno.world.predicates.KINDS`),
     each beside its hard negative (``<i>a`` / ``<i>b``), and per image three rows:
 
@@ -393,8 +404,17 @@ def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
 
     Negations come from the held-out predicate families at ``cfg.heldout_fraction`` of the rows, else from the
     training ones; the world's scenes are drawn by the style, all from the random stream ``predicates``.
+
+    ``split="train"`` / ``"val"`` (the ``predicates_train`` part, training data for Glasses): the same files named
+    ``pred_*_train.csv`` / ``pred_*_val.csv`` (images in ``images/predicates_<split>/``), ``cfg.predicate_train_scenes``
+    scenes per kind (a sixth of it for val), every negation from the training families, own random streams.
     """
-    rng = split_rng(cfg.seed, "predicates")
+    test = split == "test"
+    rng = split_rng(cfg.seed, "predicates" if test else f"predicates_{split}")
+    count = cfg.predicate_scenes if test else (cfg.predicate_train_scenes if split == "train"
+                                               else max(1, cfg.predicate_train_scenes // 6))
+    folder = "predicates" if test else f"predicates_{split}"
+    heldout = cfg.heldout_fraction if test else 0.0
     jobs: list[tuple[Scene, Path]] = []
     affirm_rows, mcq_rows, cc_rows = [], [], []
     n = 0
@@ -407,7 +427,7 @@ def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
         return not missing or all(p.concept.name not in missing for p in ps.scene.placed)
 
     for kind in kinds:
-        for i in range(cfg.predicate_scenes):
+        for i in range(count):
             for _ in range(1000):
                 ps = sample_predicate_scene(rng, kind, cfg.size)
                 pair = {"a": ps, "b": predicate_hard_negative(ps, rng)}
@@ -416,20 +436,20 @@ def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
             else:
                 raise InputError(f"style {cfg.style} cannot draw {kind} scenes: too much of its art is missing")
             for k, x in pair.items():
-                path = f"images/predicates/{kind}/{i:05d}{k}.png"
+                path = f"images/{folder}/{kind}/{i:05d}{k}.png"
                 jobs.append((x.scene, out / path))
                 n += 1
                 opts = [affirm(st, rng).text for st in affirm_options(x, rng)]
                 order = rng.permutation(4)
                 affirm_rows.append([path, int(np.flatnonzero(order == 0)[0]), *(opts[j] for j in order), "positive",
                                     kind, x.true.predicate, ""])
-                fs = "held-out" if rng.random() < cfg.heldout_fraction else "training"
+                fs = "held-out" if rng.random() < heldout else "training"
                 template = ("positive", "negative")[(i + (k == "b")) % 2]
                 caps = mcq_options(x, rng, template, fs)
                 order = rng.permutation(4)
                 mcq_rows.append([path, int(np.flatnonzero(order == 0)[0]), *(caps[j].text for j in order), template,
                                  kind, x.true.predicate, fs])
-                fs = "held-out" if rng.random() < cfg.heldout_fraction else "training"
+                fs = "held-out" if rng.random() < heldout else "training"
                 neg = deny(x.true, rng, fs)
                 cc_rows.append([path, affirm(x.true, rng).text, neg.text, f"{x.true.subject} {x.true.predicate}",
                                 kind, neg.family, fs])
@@ -437,14 +457,15 @@ def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
     mcq_header = ["image_path", "correct_answer", "caption_0", "caption_1", "caption_2", "caption_3",
                   "correct_answer_template", "kind", "true_predicate", "family_split"]
     cc_header = ["image_path", "caption", "negative_caption", "negated_object", "kind", "family", "family_split"]
-    for stem, header, rows, by_family in (("pred_affirm_test", mcq_header, affirm_rows, False),
-                                          ("pred_mcq_test", mcq_header, mcq_rows, True),
-                                          ("pred_ccneg_test", cc_header, cc_rows, True)):
+    for task, header, rows, by_family in (("affirm", mcq_header, affirm_rows, False),
+                                          ("mcq", mcq_header, mcq_rows, test),
+                                          ("ccneg", cc_header, cc_rows, test)):
+        stem = f"pred_{task}_{split}"
         _write_by_family_split(out, stem, header, rows, by_family)
         for kind in kinds:
             _write_by_family_split(out, f"{stem}_{kind}", header, [r for r in rows if r[header.index("kind")] == kind],
                                    by_family)
-    return {"images": n, "kinds": kinds, "scenes_per_kind": cfg.predicate_scenes,
+    return {"images": n, "kinds": kinds, "scenes_per_kind": count,
             "families": {split: list(f) for split, f in PREDICATE_FAMILY_SPLITS.items()},
             "activities": [a.predicate for a in load_activities()]}
 
@@ -541,7 +562,8 @@ def build_ood(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
 
 
 def build_world(out: str | Path, cfg: WorldConfig | None = None, progress: bool = True,
-                parts: tuple[str, ...] = PARTS, overwrite: bool = False, workers: int | None = None) -> dict:
+                parts: tuple[str, ...] = DEFAULT_PARTS, overwrite: bool = False, workers: int | None = None
+                ) -> dict:
     """Render every dataset of the world into ``out``; returns (and writes) the manifest ``world.json``.
 
     ``workers``: processes that draw the images (default :func:`default_workers`; 1 = this process only); the
@@ -611,6 +633,8 @@ def _build_into(out: Path, cfg: WorldConfig, parts: tuple[str, ...], painter: _P
             manifest["parts"][part] = {"images": n, "classes": len(pretrain)}
         elif part == "predicates":
             manifest["parts"][part] = build_predicates(out, cfg, painter)
+        elif part == "predicates_train":
+            manifest["parts"][part] = {split: build_predicates(out, cfg, painter, split) for split in ("train", "val")}
         else:
             manifest["parts"][part] = build_ood(out, cfg, painter)
     (out / "world.json").write_text(json.dumps(manifest, indent=1))

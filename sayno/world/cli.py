@@ -8,12 +8,12 @@ import typer
 
 from sayno.cliutil import console, guard, subgroup
 from sayno.errors import InputError
-from sayno.world.build import WorldConfig, build_world
+from sayno.world.build import DEFAULT_PARTS, WorldConfig, build_world
 
 WORLD_HELP = "The emoji world: build its datasets."
 # the WorldConfig sizes that --scale multiplies
 SCALED = ("train_groups", "val_groups", "test_groups", "caption_images", "classify_per_class", "ood_id_per_class",
-          "ood_per_class", "predicate_scenes")
+          "ood_per_class", "predicate_scenes", "predicate_train_scenes")
 
 
 def register(app: typer.Typer) -> None:
@@ -36,8 +36,10 @@ def world_build(
                               "(PNG/SVG files named by code point, e.g. 1f415.png or 1f6cf-fe0f.png)."),
     seed: int = typer.Option(0, help="Seed of every split's random stream."),
     size: int = typer.Option(64, help="Image size in pixels."),
-    parts: str = typer.Option("train,val,test,captions,classify,ood,predicates",
-                              help="Comma-separated parts to build."),
+    parts: str = typer.Option(",".join(DEFAULT_PARTS),
+                              help="Comma-separated parts to build (also: predicates_train, training rows of the "
+                                   "predicates for Glasses; not built by default, so that a world folder trains the "
+                                   "object-only Glasses the model cards describe)."),
     scale: float = typer.Option(1.0, help="Multiply every split's size (0.1 for a quick look)."),
     overwrite: bool = typer.Option(False, "--overwrite", "--force",
                                    help="Replace an existing world (or non-empty folder) as a whole."),

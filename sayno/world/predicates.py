@@ -172,13 +172,10 @@ def relation_scene(rng: np.random.Generator, size: int = 64) -> PredicateScene:
 def sample_predicate_scene(rng: np.random.Generator, kind: str | None = None, size: int = 64) -> PredicateScene:
     """A scene of ``kind`` (a random kind when None)."""
     kind = kind or KINDS[int(rng.integers(len(KINDS)))]
-    if kind == "activity":
-        return activity_scene(rng, size)
-    if kind == "attribute":
-        return attribute_scene(rng, size)
-    if kind == "relation":
-        return relation_scene(rng, size)
-    raise ValueError(f"unknown predicate kind {kind!r}; one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown predicate kind {kind!r}; one of {', '.join(KINDS)}")
+    sampler = {"activity": activity_scene, "attribute": attribute_scene, "relation": relation_scene}[kind]
+    return sampler(rng, size=size)
 
 
 def hard_negative(ps: PredicateScene, rng: np.random.Generator) -> PredicateScene:
