@@ -151,11 +151,10 @@ def _rows(path):
 
 def test_world_writes_predicate_files_and_keeps_the_object_files(tmp_path):
     assert WORLD_VERSION == 4
-    small = dict(seed=3, train_groups=2, val_groups=2, test_groups=6, caption_images=4, classify_per_class=1,
-                 ood_id_per_class=1, ood_per_class=1)
-    with_pred = build_world(tmp_path / "a", WorldConfig(**small, predicate_scenes=4), parts=("test", "predicates"),
-                            progress=False, workers=1)
-    build_world(tmp_path / "b", WorldConfig(**small, predicate_scenes=4), parts=("test",), progress=False, workers=1)
+    cfg = WorldConfig(seed=3, train_groups=2, val_groups=2, test_groups=6, caption_images=4, classify_per_class=1,
+                      ood_id_per_class=1, ood_per_class=1, predicate_scenes=4)
+    with_pred = build_world(tmp_path / "a", cfg, parts=("test", "predicates"), progress=False, workers=1)
+    build_world(tmp_path / "b", cfg, parts=("test",), progress=False, workers=1)
     for name in ("mcq_test.csv", "ccneg_test.csv", "retrieval_neg_test.csv", "negation_test.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     part = with_pred["parts"]["predicates"]

@@ -233,7 +233,7 @@ class Glasses(nn.Module):
             h_neg = self.lens(layers[owner_t], source)
             logit, tau = self.frame.text_params(base[owner_t], h_neg, h_own, hedged_t)
             lam = scoring.bound_lambda(self.frame.lam(logit), owner_t, scoring.total_lambda_max(self.frame))
-            beta = self.frame.beta(base[owner_t], h_neg, h[owner_t], hedged_t) if image_terms else None
+            beta = self.frame.beta(base[owner_t], h_neg, h_own, hedged_t) if image_terms else None
         return Slots(base, owner_t, phrases, hedged_t, h_neg, lam, tau, negated, logit, beta)
 
     # ------------------------------------------------------------------------------------------ scoring

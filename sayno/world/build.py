@@ -59,9 +59,17 @@ from sayno.errors import InputError
 from sayno.world.captions import FAMILY_SPLITS, Caption, affirmative, hybrid, negation_only, neither_nor
 from sayno.world.concepts import Concept, load_concepts, pretrain_concepts, unseen_concepts
 from sayno.world.predicates import KINDS as PREDICATE_KINDS
-from sayno.world.predicates import PREDICATE_FAMILY_SPLITS, affirm, affirm_options, deny, load_activities, mcq_options
+from sayno.world.predicates import (
+    PREDICATE_FAMILY_SPLITS,
+    affirm,
+    affirm_options,
+    deny,
+    load_activities,
+    mcq_options,
+    sample_predicate_scene,
+    undrawable_people,
+)
 from sayno.world.predicates import hard_negative as predicate_hard_negative
-from sayno.world.predicates import sample_predicate_scene, undrawable_people
 from sayno.world.scenes import Scene, make_scene, render_scene, sample_counts
 from sayno.world.styles import drawable_concepts, get_style, style_coverage
 
@@ -77,8 +85,8 @@ DEFAULT_PARTS = PARTS[:-1]
 #: MCQ / CC-Neg files; the other parts' files are those of version 3 for the same seed (own random stream).
 WORLD_VERSION = 4
 MIN_SIZE, MAX_SIZE = 32, 4096  # image side in pixels: a scene holds up to four objects of at least 9 pixels
-SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8, "predicates": 9,
-             "predicates_train": 10, "predicates_val": 11}
+SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8,
+             "predicates": 9, "predicates_train": 10, "predicates_val": 11}
 
 #: The ID categories of the OOD split, fixed by rule before any measurement (issue 11): the categories of natural
 #: kinds, whose members have look-alike siblings (tiger / leopard, peach / pear), with at least 30 pretraining
@@ -386,10 +394,6 @@ def build_captions(out: Path, cfg: WorldConfig, painter: _Painter) -> dict:
     painter.paint(jobs, "caption pairs")
     _write_csv(out / "captions_train.csv", ["filepath", "caption"], rows)
     return {"images": len(rows)}
-
-
-#: The predicates part's files (``<stem>_<kind>.csv`` per kind too, and the MCQ / CC-Neg ones also per family split)
-PREDICATE_FILES = ("pred_affirm_test", "pred_mcq_test", "pred_ccneg_test")
 
 
 def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter, split: str = "test") -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 from sayno.world.captions import Caption, object_list
 from sayno.world.concepts import Concept, pretrain_concepts
 from sayno.world.scenes import Placed, Scene, make_scene, sample_background, sample_counts
-from sayno.world.styles import FontStyle, Style, StyleError
+from sayno.world.styles import Style, StyleError
 
 ACTIVITIES_FILE = Path(__file__).with_name("activities.json")
 KINDS = ("activity", "attribute", "relation")
@@ -54,14 +54,12 @@ def load_activities(path: str | None = None) -> tuple[Activity, ...]:
 
 
 def undrawable_people(style: Style) -> set[str]:
-    """Names of the activities' drawings ``style`` cannot draw as one picture (a font without the ligature of a
-    zero-width-joiner sequence draws its parts side by side: refused, as :class:`FontStyle` does)."""
+    """Names of the activities' drawings ``style`` cannot draw as one picture (``Style.glyph`` raises
+    :class:`StyleError`; a font without the ligature of a zero-width-joiner sequence refuses it too)."""
     out = set()
     for act in load_activities():
         for d in act.drawings:
             try:
-                if isinstance(style, FontStyle) and "\u200d" in d.char and style.glyph_count(d.char) != 1:
-                    raise StyleError(f"{style.name} draws {d.name} as parts")
                 style.glyph(d)
             except StyleError:
                 out.add(d.name)
