@@ -5,7 +5,9 @@
 ``--predicates P`` (world 4, issue 25) makes a share P of a batch's draws predicate scenes (a person doing one of
 the activities, an object upside down or upright, one object above another: ``sayno.world.predicates``), each with
 its hard negative beside it in the batch and an affirmative caption of what is true of each; with P = 0 the
-stream is the object-only one of the earlier runs. ``--init DIR --styles openmoji,noto`` continues training from a finished model on scenes drawn in several art
+stream is the object-only one of the earlier runs; ``--predicate-kinds activity`` draws only the kinds named (the
+shipped backbone's fine-tune: "upside down" and "above / below" are not learned in the budget, docs/RESULTS.md).
+``--init DIR --styles openmoji,noto`` continues training from a finished model on scenes drawn in several art
 styles (each scene in one style, chosen at random): the "bistyle" backbone of the cross-style experiment in
 docs/RESULTS.md, which is not shipped. ``--augment S`` adds photometric jitter; ``--mix S`` draws each object of a
 scene in its own style from ``--styles`` and mirrors, rotates, squashes and hue-shifts each glyph (``render_mixed``).
@@ -47,6 +49,7 @@ from sayno.backbones.checkpoint import read_checkpoint, save_open_clip_checkpoin
 from sayno.backbones.open_clip_backbone import OpenClipTextTower
 from sayno.world import get_style, pretrain_concepts, render_scene, sample_pretrain, split_rng
 from sayno.world.build import class_dir  # noqa: F401  (kept for readers of this script)
+from sayno.world.predicates import KINDS as PREDICATE_KINDS
 from sayno.world.predicates import sample_predicate_pretrain
 from sayno.world.scenes import _GLYPHS, Scene, _background, make_scene
 from sayno.world.styles import drawable_concepts
@@ -290,11 +293,12 @@ def render_batches(args: argparse.Namespace, styles: list[str]):
     # a style that cannot draw every concept (e.g. an older emoji set) draws only the scenes it can; the others fall
     # back to the first style, so full-coverage styles keep their stream
     lacks = {name: {c.name for c in concepts} - {c.name for c in drawable_concepts(name, concepts)} for name in styles}
+    kinds = tuple(k.strip() for k in args.predicate_kinds.split(",") if k.strip())
     for step in range(args.steps):
         if args.predicates > 0:  # world 4: a share of predicate scenes, each beside its hard negative
             pairs = []
             while len(pairs) < args.batch:
-                pairs += (sample_predicate_pretrain(rng, 64) if rng.random() < args.predicates
+                pairs += (sample_predicate_pretrain(rng, 64, kinds) if rng.random() < args.predicates
                           else [sample_pretrain(rng, concepts, 64)])
             pairs = pairs[: args.batch]
         else:  # the stream of the object-only runs, unchanged
@@ -390,6 +394,8 @@ def main() -> None:
                     help="weight of an extra image->concept-name loss (each scene's objects against all concepts)")
     ap.add_argument("--monitor-every", type=int, default=250, help="zero-shot monitor interval in steps")
     ap.add_argument("--monitor", default="", help="comma-separated extra styles to monitor zero-shot on (not trained)")
+    ap.add_argument("--predicate-kinds", default=",".join(PREDICATE_KINDS),
+                    help="comma-separated predicate kinds --predicates draws (activity, attribute, relation)")
     ap.add_argument("--predicates", type=float, default=0.0,
                     help="share of a batch's draws that are world-4 predicate scenes (people's activities, objects "
                          "upside down, one object above another), each with its hard negative beside it")

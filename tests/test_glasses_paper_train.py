@@ -124,7 +124,7 @@ def test_shipped_paper_glasses(embedded):
     assert path is not None and path.stat().st_size < 5e6
     g = load_glasses(path, embedded)
     assert isinstance(g, PaperGlasses) and not g.config.reference_quirks
-    assert g.training_summary["preset"] == "paper" and g.training_summary["data_root"] == "runs"
+    assert g.training_summary["preset"] == "paper" and g.training_summary["data_root"] == "world-v4"
     texts = ["a photo of a dog", "a photo with no dog"]
     batch = g.text_batch(texts)
     dog = batch.h[[0, 0]]  # stand-in image features: the affirmative caption's own direction

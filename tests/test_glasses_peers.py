@@ -116,3 +116,31 @@ def test_peers_tokenize_each_negated_caption_once_and_only_negated_ones():
     again = p.score_pairs(batch(texts), images)
     assert asked == [["a dog but no cat", "no umbrella here"]]
     assert np.array_equal(first, again)
+
+
+def test_peers_share_one_memo_of_texts_and_read_limits():
+    """The peers of one backbone embed the same remainders and phrases and read the same captions: ``peers``
+    gives them one memo of each, of the asked capacity, so the second peer embeds and tokenizes nothing new."""
+    embedded_texts: list[list[str]] = []
+
+    class Reader:
+        logit_scale, embed_dim = 100.0, D
+
+        def encode_text(self, texts):
+            import torch
+            embedded_texts.append(list(texts))
+            return torch.as_tensor(encoder(list(texts)))
+
+        def text_read_chars(self, texts):
+            return [len(t) for t in texts]
+
+    sub, proj = peers(Reader(), phrase_cache=7)
+    assert sub.texts is proj.texts and sub.reading is proj.reading and sub.texts.capacity == 7
+    texts = ["a dog but no cat", "a red bus", "no umbrella here"]
+    images = encoder(["img a", "img b", "img c"])
+    sub.score_pairs(batch(texts), images)
+    n = len(embedded_texts)
+    proj.score_pairs(batch(texts), images)
+    assert n == 1 and len(embedded_texts) == 1  # the projection found every text in the shared memo
+    with pytest.raises(GlassesError, match="cannot share"):
+        Subtraction(text_encoder=encoder, logit_scale=100.0, embed_dim=D + 1, share_with=sub)

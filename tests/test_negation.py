@@ -354,3 +354,22 @@ def test_cli_prints_the_analysis():
     assert data[1]["cue_found"] is False
     res = runner.invoke(app, ["negation", "a cat but no dog", "bonjour"])
     assert res.exit_code == 0 and "dog" in res.output and "no negation cue found" in res.output
+
+
+def test_cached_default_analyser_keeps_analyses_on_disk_and_restores_the_shared_one(tmp_path):
+    """The main job's scoped on-disk cache: inside the block ``parse_many`` goes through an analyser that writes to
+    ``tmp_path`` (same spaCy pipeline), a second block reads instead of parsing, and the shared one comes back."""
+    from sayno.negation import analyser as A
+
+    before = A.default_analyser()
+    texts = ["a dog but no cat", "nobody is swimming", "a red bus"]
+    with A.cached_default_analyser(tmp_path) as first:
+        assert A.default_analyser() is first and first is not before and first.nlp is before.nlp
+        parsed = A.parse_many(texts)
+        assert first.stats["parsed"] == 3
+    assert A.default_analyser() is before
+    with A.cached_default_analyser(tmp_path) as second:
+        again = A.parse_many(texts)
+        assert second.stats["parsed"] == 0 and second.stats["disk_hits"] == 3
+    assert again == parsed and [p.text for p in again[0].phrases] == ["cat"]
+    assert A.default_analyser() is before

@@ -135,6 +135,18 @@ def test_pretraining_pairs_put_the_hard_negative_beside_the_scene():
     assert not analyse(c1.text).negated and not analyse(c2.text).negated
 
 
+def test_pretraining_pairs_draw_only_the_kinds_asked_for():
+    rng = np.random.default_rng(2)
+    scenes = [s for _ in range(30) for s, _ in sample_predicate_pretrain(rng, kinds=("activity",))]
+    assert all(any(c.category == "person" for c, _ in s.counts) for s in scenes)
+    # the default draws every kind, from the same stream as before the option existed
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert [c.text for _, c in sample_predicate_pretrain(a)] == [
+        c.text for _, c in sample_predicate_pretrain(b, kinds=("activity", "attribute", "relation"))]
+    with pytest.raises(ValueError, match="unknown predicate kind"):
+        sample_predicate_pretrain(np.random.default_rng(0), kinds=("colour",))
+
+
 def test_activity_scenes_name_the_person_and_maybe_one_bystander():
     rng = np.random.default_rng(4)
     for _ in range(20):

@@ -40,6 +40,7 @@ from sayno.features import FeatureCache
 from sayno.glasses import TrainingFreeGlasses, load_glasses, load_paper_glasses
 from sayno.glasses.peers import peers
 from sayno.glasses.training_free import CalibrationWarning, is_training_free
+from sayno.negation import cached_default_analyser
 from sayno.ood.bench import print_ood_table, world_ood_benchmark
 from sayno.world import StyleError, WorldConfig, build_world
 from sayno.world.build import FAMILY_FILES, PARTS, WORLD_VERSION
@@ -47,6 +48,9 @@ from sayno.world.predicates import KINDS as PREDICATE_KINDS
 
 TASKS = ("zeroshot", "mcq", "ccneg", "retrieval")
 PAPER_ROW = "CLIPGlasses (paper)"  # the paper preset's row (`glasses train --preset paper`)
+#: texts the peers' shared memo keeps in a benchmark run (the same captions' remainders come back in every style;
+#: 65,536 x D=128 float32 = 32 MB at most)
+BATCH_PHRASE_CACHE = 1 << 16
 TRAIN_STYLE = "openmoji"  # the art style the shipped Glasses and CLIPN were trained on: the in-style rows
 BENCHMARK_STYLES = ("openmoji", "noto", "twemoji", "fluent")  # sayno.world.styles' named styles
 STYLE_PARTS = ("test", "classify", "ood", "predicates")  # the world parts the main job reads, in every style
@@ -101,7 +105,7 @@ def methods_for(backbone: Backbone, glasses: Path | str | None, training_free_ro
     plus, right after CLIP, the training-free peers (:mod:`sayno.glasses.peers`) when ``peer_rows``."""
     methods = [B.plain(backbone)]
     if peer_rows:
-        methods += [B.Method(p.name, backbone, p) for p in peers(backbone)]
+        methods += [B.Method(p.name, backbone, p) for p in peers(backbone, phrase_cache=BATCH_PHRASE_CACHE)]
     if is_training_free(glasses):
         training_free_row = True
     elif glasses is not None:
@@ -288,8 +292,10 @@ def benchmark(*, world: Path | None = None, model: str = "embedded", device: str
     cache = FeatureCache.default()
     results: list[dict] = []
     folders, skipped = _style_worlds(world, chosen, console)
-    for style, folder in folders.items():
-        results += _style_results(style, folder, methods, cache, progress, console)
+    # the captions' negation analyses beside the cached features: a run again reads them instead of parsing
+    with cached_default_analyser(cache.root / "negation"):
+        for style, folder in folders.items():
+            results += _style_results(style, folder, methods, cache, progress, console)
     drop = drop_result(results, backbone, folders, skipped)
     if drop is not None:
         results.append(drop)

@@ -25,7 +25,7 @@ import numpy as np
 from sayno.base.scoring import TextBatch
 from sayno.glasses.analysis import analyse_texts, slot_phrases
 from sayno.glasses.config import GlassesError
-from sayno.glasses.phrases import PhraseEncoder
+from sayno.glasses.phrases import DEFAULT_CAPACITY, PhraseEncoder
 from sayno.glasses.reading import ReadLimits
 
 SUBTRACTION = "rclip subtraction"
@@ -62,7 +62,7 @@ class _Peer:
 
     def __init__(self, backbone=None, *, weight: float | None = None, logit_scale: float | None = None,
                  text_encoder: Callable[[list[str]], np.ndarray] | None = None, embed_dim: int | None = None,
-                 name: str | None = None):
+                 name: str | None = None, phrase_cache: int = DEFAULT_CAPACITY, share_with: _Peer | None = None):
         if text_encoder is None and backbone is not None:
             text_encoder = lambda texts: backbone.encode_text(texts).float().cpu().numpy()
         if text_encoder is None:
@@ -77,9 +77,14 @@ class _Peer:
         self.logit_scale = float(scale)
         self.backbone = backbone
         self.embed_dim = int(dim)
-        self.texts = PhraseEncoder(text_encoder, self.embed_dim)
-        # how much of each negated caption the text encoder reads, memoised per caption as for Glasses
-        self.reading = ReadLimits(backbone if hasattr(backbone, "text_read_chars") else None)
+        if share_with is not None:  # another peer of the same backbone: the same remainders, phrases and captions
+            if share_with.embed_dim != self.embed_dim:
+                raise GlassesError(f"{self.kind}: cannot share the memos of a peer with D={share_with.embed_dim}")
+            self.texts, self.reading = share_with.texts, share_with.reading
+        else:
+            self.texts = PhraseEncoder(text_encoder, self.embed_dim, phrase_cache)
+            # how much of each negated caption the text encoder reads, memoised per caption as for Glasses
+            self.reading = ReadLimits(backbone if hasattr(backbone, "text_read_chars") else None, phrase_cache)
         self.name = name or self.kind
 
     def _query(self, h: np.ndarray, base: np.ndarray, phrases: np.ndarray) -> np.ndarray:
@@ -139,10 +144,16 @@ class ConceptProjection(_Peer):
 PEERS: dict[str, type[_Peer]] = {SUBTRACTION: Subtraction, PROJECTION: ConceptProjection}
 
 
-def peers(backbone, weights: dict[str, float] | None = None) -> list[_Peer]:
-    """One scorer per peer (registry order), each with its weight from ``weights`` or :data:`DEFAULT_WEIGHTS`."""
+def peers(backbone, weights: dict[str, float] | None = None, phrase_cache: int = DEFAULT_CAPACITY) -> list[_Peer]:
+    """One scorer per peer (registry order), each with its weight from ``weights`` or :data:`DEFAULT_WEIGHTS`,
+    all sharing one memo of at most ``phrase_cache`` embedded texts and one of read limits (a batch job over many
+    files may want more than the default, which is sized for a long-running server)."""
     weights = weights or {}
     unknown = set(weights) - set(PEERS)
     if unknown:
         raise GlassesError(f"unknown peer(s) {', '.join(sorted(unknown))}: use {', '.join(PEERS)}")
-    return [cls(backbone, weight=weights.get(kind)) for kind, cls in PEERS.items()]
+    out: list[_Peer] = []
+    for kind, cls in PEERS.items():
+        out.append(cls(backbone, weight=weights.get(kind), phrase_cache=phrase_cache,
+                       share_with=out[0] if out else None))
+    return out

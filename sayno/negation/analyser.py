@@ -25,7 +25,8 @@ import sqlite3
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from sayno.errors import InputError, SaynoError
@@ -211,8 +212,8 @@ class Analyser:
                 todo.setdefault(t, []).append(i)
         if todo:
             fresh = self._analyse(list(todo))
+            self._put_many(list(todo), fresh)
             for t, a in zip(todo, fresh):
-                self._put(t, a)
                 for i in todo[t]:
                     out[i] = a
         return out  # type: ignore[return-value]
@@ -268,11 +269,16 @@ class Analyser:
                 self._mem_bytes -= self._mem.popitem(last=False)[1][1]
 
     def _put(self, text: str, a: Analysis) -> None:
-        self._remember(text, a)
+        self._put_many([text], [a])
+
+    def _put_many(self, texts: Sequence[str], analyses: Sequence[Analysis]) -> None:
+        """Remember the analyses; on disk in one transaction (one commit, not one per text)."""
+        for t, a in zip(texts, analyses):
+            self._remember(t, a)
         if self._db is not None:
             with self._db:
-                self._db.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?)",
-                                 (self._key(text), json.dumps(a.to_dict())))
+                self._db.executemany("INSERT OR REPLACE INTO analyses VALUES (?, ?)",
+                                     [(self._key(t), json.dumps(a.to_dict())) for t, a in zip(texts, analyses)])
 
     def _analyse(self, texts: Sequence[str]) -> list[Analysis]:
         self.stats["parsed"] += len(texts)
@@ -349,6 +355,31 @@ def default_analyser() -> Analyser:
         if _default is None:
             _default = Analyser()
         return _default
+
+
+@contextmanager
+def cached_default_analyser(cache_dir: str | Path) -> Iterator[Analyser]:
+    """Within the block, the shared analyser behind :func:`parse` keeps its analyses on disk in ``cache_dir``
+    (``negation.sqlite``, keyed by analyser version, pipeline and text), so that a batch job run again reads them
+    instead of parsing again; the previous shared analyser (and its memory cache) is restored after the block.
+    Reuses the loaded spaCy pipeline when there is one. Yields the analyser in use."""
+    global _default
+    with _default_lock:
+        previous = _default
+    if previous is not None and previous.nlp is not None:
+        current = Analyser(nlp=previous.nlp, pipeline=previous.pipeline, cache_dir=cache_dir,
+                           families=[f.name for f in previous.families])
+    else:
+        current = Analyser(cache_dir=cache_dir)
+    with _default_lock:
+        _default = current
+    try:
+        yield current
+    finally:
+        with _default_lock:
+            _default = previous
+        if current._db is not None:
+            current._db.close()
 
 
 def parse(text: str) -> Analysis:

@@ -265,10 +265,11 @@ def describe(ps: PredicateScene, rng: np.random.Generator) -> Caption:
     return cap
 
 
-def sample_predicate_pretrain(rng: np.random.Generator, size: int = 64) -> list[tuple[Scene, Caption]]:
-    """Two (scene, affirmative caption) pairs for contrastive pretraining: a predicate scene of a random kind and
-    its hard negative (:func:`hard_negative`), so that a batch holds the contrast the captions draw."""
-    ps = sample_predicate_scene(rng, size=size)
+def sample_predicate_pretrain(rng: np.random.Generator, size: int = 64, kinds: tuple[str, ...] = KINDS
+                              ) -> list[tuple[Scene, Caption]]:
+    """Two (scene, affirmative caption) pairs for contrastive pretraining: a predicate scene of a random kind of
+    ``kinds`` and its hard negative (:func:`hard_negative`), so that a batch holds the contrast the captions draw."""
+    ps = sample_predicate_scene(rng, kinds[int(rng.integers(len(kinds)))], size=size)
     twin = hard_negative(ps, rng)
     return [(ps.scene, describe(ps, rng)), (twin.scene, describe(twin, rng))]
 
