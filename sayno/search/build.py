@@ -56,6 +56,7 @@ from sayno.search.milvus import MilvusStore, MilvusSync, backend_section, check_
 from sayno.search.scan import Scanned, scan_images
 from sayno.search.shards import (
     INCOMING_PREFIX,
+    NPY_HEADERS,
     ConcatRows,
     NpyRows,
     VectorSpool,
@@ -367,7 +368,7 @@ def _save_part(path: Path, part: _Part) -> None:
 
 
 def _load_part(path: Path) -> _Part:
-    with np.load(path, allow_pickle=False) as z:
+    with NPY_HEADERS, np.load(path, allow_pickle=False) as z:
         return _Part(z["job"], z["sha1"], z["state"], [tuple(b) for b in json.loads(str(z["bad"]))])
 
 
@@ -643,10 +644,11 @@ def _merge(out: Path, folder: Path, scanned: Scanned, plan: _Plan, old: IndexDat
         same = plan.same_path[keep_rows]
         still[same[same >= 0]] = True
         removed = int(len(old) - still.sum())
+    with NPY_HEADERS:
+        indexed = np.load(feats, mmap_mode="r")
     if is_training_free(glasses):  # calibrated on the indexed vectors, stored with the index
-        glasses = TrainingFreeGlasses.from_backbone(backbone, reference_images=np.load(feats, mmap_mode="r")
-                                                    ).identity()
-    match = match_section(glasses, backbone, np.load(feats, mmap_mode="r"))  # "nothing here matches" (match.py)
+        glasses = TrainingFreeGlasses.from_backbone(backbone, reference_images=indexed).identity()
+    match = match_section(glasses, backbone, indexed)  # "nothing here matches" (match.py)
     envelope = Envelope(
         FORMAT, FORMAT_VERSION, backbone.fingerprint, backbone.spec, asdict(cfg),
         {"embed_dim": dim, "logit_scale": float(backbone.logit_scale), "glasses": glasses, "root": str(folder),

@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+#: numpy parses ``.npy`` headers with ``ast.literal_eval``, and CPython 3.11's AST constructor is not safe in two
+#: threads at once ("SystemError: AST constructor recursion depth mismatch", seen in CI): the index's
+#: headers are read one thread at a time (a few small reads per version opened; searching never takes it)
+NPY_HEADERS = threading.Lock()
 
 CHUNK = 65_536
 INCOMING_PREFIX = ".incoming-"
@@ -41,7 +47,7 @@ class NpyRows:
             self.shape, self.offset = (int(raw[0]), int(raw[1])), 0
             self.dtype, self._row = np.dtype(np.float32), 4 * int(raw[1])
             return
-        with open(self.path, "rb") as f:
+        with NPY_HEADERS, open(self.path, "rb") as f:
             major, _ = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(f)

@@ -59,7 +59,7 @@ from sayno.config import ConfigError
 from sayno.errors import BackboneMismatch, SaynoError
 from sayno.glasses.training_free import Calibration, is_training_free
 from sayno.search.match import BANK_KEY, decode_bank
-from sayno.search.shards import NpyRows
+from sayno.search.shards import NPY_HEADERS, NpyRows
 from sayno.search.table import FileTable
 
 FORMAT = "sayno-index"
@@ -401,6 +401,8 @@ def _open_problem(e: OSError, what: str) -> str:
     return f"cannot open ({e.strerror or type(e).__name__})"
 
 
+
+
 def _load_version(folder: Path, files: dict[str, BinaryIO], load_coarse: bool | None = True) -> IndexData:
     """An :class:`IndexData` from a version's open files; a damaged file is an :class:`IndexFileError`.
     load_coarse: as ``read_index``'s ``coarse``."""
@@ -409,11 +411,12 @@ def _load_version(folder: Path, files: dict[str, BinaryIO], load_coarse: bool | 
     dim = int(envelope.sections["embed_dim"])
     name = "files.npz"
     try:
-        with np.load(files[name], allow_pickle=False) as z:
+        with NPY_HEADERS, np.load(files[name], allow_pickle=False) as z:
             table = FileTable.from_npz(z)
         _check_paths(table)
         name = "vectors.npy"
-        vectors = _memmap_npy(files[name])
+        with NPY_HEADERS:
+            vectors = _memmap_npy(files[name])
         name = "search.faiss"
         if load_coarse is None:
             load_coarse = (envelope.sections.get("index") or {}).get("kind") == "ivf"
