@@ -298,13 +298,13 @@ def test_cache_is_bounded_in_bytes():
     before = tracemalloc.get_traced_memory()[0]
     for i in range(2000):
         text = f"{i:05d} no dog " + "x" * 1000
-        an._put(text, Analysis(text, (Negation("no", 6, 8, (phrase,), False, (6, 12)),), text[12:]))
+        an._remember(text, Analysis(text, (Negation("no", 6, 8, (phrase,), False, (6, 12)),), text[12:]))
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert an._mem_bytes <= 2**20
     assert 100 < len(an._mem) < 2000  # evicted by bytes, not by count
     assert held <= 2 * 2**20, held  # the estimate is close to what the entries really hold
-    an._put("y" * 10, Analysis("y" * 10, (), "y" * 10))
+    an._remember("y" * 10, Analysis("y" * 10, (), "y" * 10))
     assert "y" * 10 in an._mem  # the newest entry stays
 
 

@@ -268,9 +268,6 @@ class Analyser:
             while len(self._mem) > self.cache_size or self._mem_bytes > self.cache_bytes:
                 self._mem_bytes -= self._mem.popitem(last=False)[1][1]
 
-    def _put(self, text: str, a: Analysis) -> None:
-        self._put_many([text], [a])
-
     def _put_many(self, texts: Sequence[str], analyses: Sequence[Analysis]) -> None:
         """Remember the analyses; on disk in one transaction (one commit, not one per text)."""
         for t, a in zip(texts, analyses):
