@@ -55,6 +55,14 @@ def read(text: str) -> tuple[list[tuple[str, str]], str]:
     ("a bird not in a cage", "bird in a cage", "bird", "a bird"),
     ("a van that has not yet arrived", "van arrived", "van", "a van"),
     ("two men not looking at the camera", "two men looking at the camera", "two men", "two men"),
+    # a state coordinated with one that describes the noun: the subject is found through the first state
+    ("a lamp, lit but not broken", "lamp broken", "lamp", "a lamp, lit"),
+    ("a door which is open but not locked", "door locked", "door", "a door which is open"),
+    ("a bus, parked, not moving", "bus moving", "bus", "a bus, parked"),
+    ("a glass, full but not spilled", "glass spilled", "glass", "a glass, full"),
+    ("a sailboat which is upright and not upside down", "sailboat upside down", "sailboat",
+     "a sailboat which is upright"),
+    ("a fire engine, upright, not upside down", "fire engine upside down", "fire engine", "a fire engine, upright"),
 ])
 def test_predicate_not(text, phrase, subject, affirmative):
     a = parse(text)

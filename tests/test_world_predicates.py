@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +202,41 @@ def test_predicate_training_rows_use_training_families_and_reach_glasses_trainin
     src = read_sources(tmp_path / "w", "train")
     assert {"pred_mcq_train.csv", "pred_ccneg_train.csv", "negation_train.csv"} <= {Path(f).name for f in src.files}
     assert any("not" in c.caption and "person" in c.caption for c in src.captions)
+
+
+def test_predicate_retrieval_files_trap_each_caption_with_its_twin(tmp_path):
+    from sayno.data.negbench import read_retrieval_csv
+
+    cfg = WorldConfig(seed=3, train_groups=2, val_groups=2, test_groups=6, caption_images=4, classify_per_class=1,
+                      ood_id_per_class=1, ood_per_class=1, predicate_scenes=4)
+    build_world(tmp_path / "w", cfg, parts=("test", "predicates"), progress=False, workers=1)
+    w = tmp_path / "w"
+    # the retrieval rows draw from their own stream: the other predicate files are those written before they existed
+    before = {"pred_affirm_test.csv": "dc0a42bc257e62f0", "pred_ccneg_test.csv": "80e00ea771119cb5",
+              "pred_mcq_test.csv": "c1d7611aa1db6ba4"}
+    assert {n: hashlib.sha256((w / n).read_bytes()).hexdigest()[:16] for n in before} == before
+    for kind in KINDS:
+        plain = read_retrieval_csv(w / f"pred_retrieval_test_{kind}.csv")
+        hybrid = read_retrieval_csv(w / f"pred_retrieval_neg_test_{kind}.csv")
+        for ds in (plain, hybrid):
+            assert not ds.bad_rows and len(ds.image_paths) == 8 and len(ds.captions) == 8
+        assert plain.image_paths == hybrid.image_paths and plain.positive_objects == hybrid.positive_objects
+        rows = {r["image_id"]: r for r in _rows(w / f"pred_retrieval_neg_test_{kind}.csv")}
+        said = {r["image_id"]: json.loads(r["captions"])[0] for r in _rows(w / f"pred_retrieval_test_{kind}.csv")}
+        for ident, r in rows.items():
+            (text,) = json.loads(r["captions"])
+            (denied,) = json.loads(r["negative_objects"])
+            twin = rows[ident[:-1] + ("b" if ident.endswith("a") else "a")]
+            (twin_denied,) = json.loads(twin["negative_objects"])
+            # what this caption denies is what its twin affirms, and the other way round
+            word = denied.split()[-1] if kind != "relation" else ("below" if "below" in denied else "above")
+            assert denied != twin_denied and word in said[twin["image_id"]] and word not in said[ident], text
+            a = analyse(text)
+            assert a.negated and not analyse(a.affirmative_text).negated, text
+            # "a pig upright but not upside down": the small parser reads "pig upright" as a noun (about 1 in 100
+            # attribute captions), so the reading is asserted on the other kinds
+            if kind != "attribute":
+                assert any(word in p.text for n in a.negations for p in n.phrases), (text, denied)
+    affirmative = _rows(w / "pred_retrieval_test.csv")
+    assert len(affirmative) == 2 * 4 * len(KINDS)
+    assert all(not analyse(c).negated for r in affirmative for c in json.loads(r["captions"]))

@@ -81,6 +81,10 @@ LITOTES = frozenset({"bad", "terrible", "awful", "horrible", "shabby", "ugly", "
 ABSENCE_WORDS = frozenset({"absent", "missing", "gone", "lacking"})
 DEGREE = frozenset({"too", "so", "that", "at", "all", "half", "entirely", "altogether", "very"})
 NEG_WORDS = frozenset({"not", "n't", "never", "nt"})
+#: how a word that describes a noun may hang on it in a fragment ("a kitten, asleep": the small pipeline's labels)
+STATE_DEPS = frozenset({"advmod", "amod", "intj", "appos", "acl", "npadvmod", "dep"})
+#: the links :func:`_described` follows from a negated state up to what it describes
+WALK_DEPS = STATE_DEPS | {"conj", "acomp"}
 
 
 @dataclass(frozen=True)
@@ -476,9 +480,13 @@ def predicate_not(doc, t, floor):
         if top.dep_ == "advmod" and top.head.pos_ in NOUNISH and top.head.i < t.i and not _present_like(top) \
                 and top.lower_ not in PRESENT_WORDS:
             pred, subj_head = top, top  # the state hangs on the noun before the cue
+        elif _described(doc, top, t) is not None and not _present_like(top) and top.lower_ not in PRESENT_WORDS:
+            pred, subj_head = top, top  # "a hippo, upright but not upside down", "a boat which is upright, not ..."
     if pred is None:
         return None
     subj = _subject(doc, subj_head)
+    if subj is None:
+        subj = _described(doc, pred, t)
     if subj is not None and subj.lower_ in ("nothing", "none", "nobody"):
         return None
     if subj is not None and subj.lower_ in EMPTY_SUBJECTS:
@@ -489,6 +497,25 @@ def predicate_not(doc, t, floor):
     return _predicate(doc, t, pred, k, subj, clause_lo, floor,
                       cue_text={"nt": "n't"}.get(t.lower_, t.lower_.replace("\u2019", "'")),
                       subj_text=_fragment_subject(doc, t) if subj is None else None)
+
+
+def _described(doc, pred, t):
+    """The subject a state after the cue describes when it hangs on another state rather than on its noun: "a dog,
+    asleep but not hungry" ("hungry" a conjunct of "asleep", which modifies "dog"), "a boat which is upright and
+    not upside down" ("down" a modifier of the copula), "a fire engine, upright, not upside down". Walks up from
+    ``pred`` through conjuncts and modifiers (at most four steps) to a noun before the cue, or to a verb or copula
+    before it and that one's subject; None when there is none."""
+    x = pred
+    for _ in range(4):
+        h = x.head
+        if h.i == x.i or x.dep_ not in WALK_DEPS:
+            return None
+        if h.i < t.i and h.pos_ in NOUNISH:
+            return h
+        if h.i < t.i and h.pos_ in ("VERB", "AUX"):
+            return _subject(doc, h)
+        x = h
+    return None
 
 
 def _fragment_subject(doc, t) -> str | None:

@@ -23,6 +23,9 @@ Layout of ``OUT`` (paths inside the CSVs are relative to ``OUT``)::
     pred_ccneg_test.csv         one file per kind too (``pred_mcq_test_activity.csv``) and per family split;
                                 ``pred_mcq_train.csv`` / ``pred_ccneg_train.csv`` (and ``_val``): the
                                 ``predicates_train`` part, training data for Glasses
+    pred_retrieval_test.csv     NegBench retrieval over the predicate scenes: "a person running, with a tiger";
+    pred_retrieval_neg_test.csv the hybrid "a person running but not swimming, with a tiger", whose denied
+                                statement is true of the scene's twin (also one file per kind)
     classify/<class>/*.png      one object per image, every pretraining concept (zero-shot classification)
     ood/id_classes.txt          ID class names; ood/id/<class>/ and one folder per OOD set, ood/<set>/<class>/:
                                 near, far, unseen_near, unseen_far (the rule: :func:`ood_split`)
@@ -66,6 +69,7 @@ from sayno.world.predicates import (
     deny,
     load_activities,
     mcq_options,
+    retrieval_captions,
     sample_predicate_scene,
     undrawable_people,
 )
@@ -86,7 +90,7 @@ DEFAULT_PARTS = PARTS[:-1]
 WORLD_VERSION = 4
 MIN_SIZE, MAX_SIZE = 32, 4096  # image side in pixels: a scene holds up to four objects of at least 9 pixels
 SPLIT_IDS = {"pretrain": 1, "captions": 2, "train": 3, "val": 4, "test": 5, "classify": 6, "ood": 7, "ood_split": 8,
-             "predicates": 9, "predicates_train": 10, "predicates_val": 11}
+             "predicates": 9, "predicates_train": 10, "predicates_val": 11, "predicates_retrieval": 12}
 
 #: The ID categories of the OOD split, fixed by rule before any measurement (issue 11): the categories of natural
 #: kinds, whose members have look-alike siblings (tiger / leopard, peach / pear), with at least 30 pretraining
@@ -404,7 +408,9 @@ def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter, split: str 
       (:func:`~sayno.world.predicates.affirm_options`): what the backbone sees;
     - ``pred_mcq_test``: NegBench MCQ, correct answer affirmative (``positive``) or negated (``negative``),
       alternating (:func:`~sayno.world.predicates.mcq_options`);
-    - ``pred_ccneg_test``: CC-Neg, the true statement affirmed against it denied.
+    - ``pred_ccneg_test``: CC-Neg, the true statement affirmed against it denied;
+    - (test only) ``pred_retrieval_test`` / ``pred_retrieval_neg_test``: NegBench retrieval, one caption per image
+      (:func:`~sayno.world.predicates.retrieval_captions`), from their own random stream.
 
     Negations come from the held-out predicate families at ``cfg.heldout_fraction`` of the rows, else from the
     training ones; the world's scenes are drawn by the style, all from the random stream ``predicates``.
@@ -421,6 +427,9 @@ def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter, split: str 
     heldout = cfg.heldout_fraction if test else 0.0
     jobs: list[tuple[Scene, Path]] = []
     affirm_rows, mcq_rows, cc_rows = [], [], []
+    # retrieval rows (test only) draw from their own stream, so the other files stay as they were without them
+    rrng = split_rng(cfg.seed, "predicates_retrieval")
+    ret_rows, retneg_rows = [], []
     n = 0
     # a style that lacks some art draws scenes of what it has (its stream then differs from the others')
     missing = set(style_coverage(cfg.style).missing) | undrawable_people(get_style(cfg.style))
@@ -457,6 +466,13 @@ def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter, split: str 
                 neg = deny(x.true, rng, fs)
                 cc_rows.append([path, affirm(x.true, rng).text, neg.text, f"{x.true.subject} {x.true.predicate}",
                                 kind, neg.family, fs])
+                if test:
+                    plain, hybrid = retrieval_captions(x, rrng)
+                    ident = f"pred-{kind}-{i}{k}"
+                    ret_rows.append([path, json.dumps([plain.text]), json.dumps(list(plain.positive)), "[]", ident,
+                                     kind])
+                    retneg_rows.append([path, json.dumps([hybrid.text]), json.dumps(list(hybrid.positive)),
+                                        json.dumps(list(hybrid.negated)), ident, kind])
     painter.paint(jobs, "predicate scenes")
     mcq_header = ["image_path", "correct_answer", "caption_0", "caption_1", "caption_2", "caption_3",
                   "correct_answer_template", "kind", "true_predicate", "family_split"]
@@ -469,6 +485,12 @@ def build_predicates(out: Path, cfg: WorldConfig, painter: _Painter, split: str 
         for kind in kinds:
             _write_by_family_split(out, f"{stem}_{kind}", header, [r for r in rows if r[header.index("kind")] == kind],
                                    by_family)
+    if test:
+        ret_header = ["filepath", "captions", "positive_objects", "negative_objects", "image_id", "kind"]
+        for stem, rows in (("pred_retrieval_test", ret_rows), ("pred_retrieval_neg_test", retneg_rows)):
+            _write_csv(out / f"{stem}.csv", ret_header, rows)
+            for kind in kinds:
+                _write_csv(out / f"{stem}_{kind}.csv", ret_header, [r for r in rows if r[-1] == kind])
     return {"images": n, "kinds": kinds, "scenes_per_kind": count,
             "families": {split: list(f) for split, f in PREDICATE_FAMILY_SPLITS.items()},
             "activities": [a.predicate for a in load_activities()]}

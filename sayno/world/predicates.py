@@ -256,13 +256,40 @@ def describe(ps: PredicateScene, rng: np.random.Generator) -> Caption:
     """An affirmative caption of what is true of ``ps`` (pretraining): the statement, and at half the time the
     bystander objects too ("a person swimming and a tiger")."""
     cap = affirm(ps.true, rng)
-    named = {ps.true.subject, ps.true.value}
-    others = tuple((c, k) for c, k in ps.scene.counts
-                   if c.category != "person" and c.phrase() != ps.true.subject and c.name not in named)
+    others = bystanders(ps)
     if others and ps.true.kind != "relation" and rng.random() < 0.5:
         return Caption(f"{cap.text} and {object_list(others)}", (*cap.positive, *(c.name for c, _ in others)),
                        template="positive", meta=cap.meta)
     return cap
+
+
+#: retrieval forms that affirm the true statement and deny the other one (NegBench's "hybrid" queries): {a} the
+#: affirmation ("a person running"), {p} the other statement's predicate ("swimming")
+HYBRID = ("{a} but not {p}", "{a} and not {p}", "{a}, not {p}")
+
+
+def bystanders(ps: PredicateScene) -> tuple[tuple[Concept, int], ...]:
+    """The objects of ``ps`` that its statements do not name (a person's drawing and the subject excluded)."""
+    named = {ps.true.subject, ps.true.value}
+    return tuple((c, k) for c, k in ps.scene.counts
+                 if c.category != "person" and c.phrase() != ps.true.subject and c.name not in named)
+
+
+def retrieval_captions(ps: PredicateScene, rng: np.random.Generator) -> tuple[Caption, Caption]:
+    """(affirmative, hybrid) retrieval captions of ``ps``: "a person running, with a tiger" and "a person running
+    but not swimming, with a tiger". The hybrid one denies ``ps.other``, which the hard negative makes true, so the
+    twin image is the trap; the bystanders are named so that few other scenes fit the caption. ``positive``: the
+    scene's object names ("person" for a person's drawing); ``negated``: the denied statement ("a person swimming")."""
+    cap = affirm(ps.true, rng)
+    extra = bystanders(ps)
+    tail = f", with {object_list(extra)}" if extra else ""
+    positive = tuple(dict.fromkeys("person" if c.category == "person" else c.name for c, _ in ps.scene.counts))
+    tpl = HYBRID[int(rng.integers(len(HYBRID)))]
+    hybrid = tpl.format(a=cap.text, p=ps.other.predicate) + tail
+    meta = {"kind": ps.true.kind, "predicate": ps.true.predicate}
+    return (Caption(cap.text + tail, positive, template="positive", meta=meta),
+            Caption(hybrid, positive, negated=(f"{ps.other.subject} {ps.other.predicate}",), template="hybrid",
+                    meta=meta, construction=tpl))
 
 
 def sample_predicate_pretrain(rng: np.random.Generator, size: int = 64, kinds: tuple[str, ...] = KINDS
