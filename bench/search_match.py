@@ -1,6 +1,6 @@
 """Issue 27, items 3-4: rclip-style subtraction beside CLIPGlasses, and the "nothing here matches" flags.
 
-    .venv/bin/python bench/search_match.py --seed 7 --dir /tmp/search-match [--json out.json] [--variants]
+    .venv/bin/python bench/search_match.py --seed 7 --dir /tmp/search-match [--json out.json] [--variants] [--no-vocabulary]
 
 On the emoji world's test scenes of a fresh seed (2,000 images, never used in training), through the user's
 path (`sayno.search.build_index` with the embedded default, `Searcher.search`):
@@ -17,7 +17,8 @@ path (`sayno.search.build_index` with the embedded default, `Searcher.search`):
    (target <= 10%); for each object present in at least 5 indexed scenes, "a X" -> of the top 5, how many are
    matches, show X, and both (target >= 90%). The present test is also run on the full index, and the absent
    test on the full index for the world's 42 "unseen" concepts (never drawn in a scene, never seen by the
-   embedded CLIP).
+   embedded CLIP). The indexes are built as ``sayno index build`` builds them, with the match test's open
+   vocabulary; ``--no-vocabulary`` builds them with the bank alone (``-bank`` index folders), to compare.
 3. Ranking (``--variants``): top-5 precision of "a X" (share of the top 5 that show X) under label-free
    rankings computed exactly over the index's vectors: plain CLIP (what search does), the query's prompt
    ensemble, the mean-centred ``(e - mu).I``, the bank log-odds ``s*h.I - logsumexp_b s*e_b.I`` (dual softmax /
@@ -74,10 +75,10 @@ def rclip_query(caption: str, negated: list[str]) -> str:
     return " ".join([rest.replace(" - ", " "), *[f"- {x}" for x in negated]])
 
 
-def index(folder: Path, out: Path) -> Path:
+def index(folder: Path, out: Path, vocabulary: bool = True) -> Path:
     if not (out / "CURRENT").exists():
         t = time.perf_counter()
-        build_index(folder, out, IndexConfig(model="embedded"), progress=False, threads=1)
+        build_index(folder, out, IndexConfig(model="embedded", vocabulary=vocabulary), progress=False, threads=1)
         print(f"indexed {folder} in {time.perf_counter() - t:.0f} s")
     return out
 
@@ -146,14 +147,17 @@ def logsumexp(x: np.ndarray, axis: int = 0) -> np.ndarray:
     return (top + np.log(np.exp(x - top).sum(axis, keepdims=True))).squeeze(axis)
 
 
-def rankings(h: np.ndarray, e: np.ndarray, view: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def rankings(h: np.ndarray, e: np.ndarray, view: dict, best: np.ndarray | None = None
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(M,) label-free ranking scores of one query by name, and its (M,) bool match flags by rule: h (D,) its
-    plain embedding, e (D,) its prompt ensemble; view: the index as the match test reads it (:func:`index_view`).
+    plain embedding, e (D,) its prompt ensemble; view: the index as the match test reads it (:func:`index_view`);
+    best: (M,) what the query must match at least (the search's ``Matcher.competitors``; default the bank's best).
     Higher ranks first.
     The bank log-odds is the logit of CLIP's softmax over the bank plus the query, per image (a dual softmax
     over the bank, as QB-Norm normalises by a query bank), at CLIP's own temperature."""
     sh, se = view["F"] @ h, view["F"] @ e
-    flags = presence(se[None], view["best"], relative(e[None], view["mu"], view["F"]), view["tau"], view["level"])[0]
+    best = view["best"] if best is None else best
+    flags = presence(se[None], best, relative(e[None], view["mu"], view["F"]), view["tau"], view["level"])[0]
     same = view["bank"] @ e > 1 - 1e-4  # the query's own object in the bank: left out of "the other objects"
     lse = logsumexp(view["scale"] * view["bank_sims"][~same], 0) if same.any() else view["lse"]
     # the stricter flag rule: P(p | I) > 1/2 over the bank plus p (p beats the bank's other objects together)
@@ -193,7 +197,7 @@ def variants(searcher: Searcher, objects: dict[str, set[str]], absent_names: lis
     show, all5, marked, hub, rule = Counter(), Counter(), Counter(), Counter(), Counter()
     for q, x in enumerate(queries):
         truth = np.array([x in objs for objs in have])
-        scores, rules = rankings(H[q], E[q], view)
+        scores, rules = rankings(H[q], E[q], view, view["matcher"].competitors([x], view["F"])[0])
         flags = rules["argmax (search)"]
         plain = np.argsort(-scores["plain CLIP h.I (search)"], kind="stable")
         for r, f in rules.items():  # flag rules under the plain ranking: the two targets
@@ -278,6 +282,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--variants", action="store_true", help="also measure label-free ranking variants")
     ap.add_argument("--only-variants", action="store_true", help="measure only the ranking variants")
+    ap.add_argument("--no-vocabulary", dest="vocabulary", action="store_false", help="build the indexes without "
+                    "the match test's open vocabulary (IndexConfig(vocabulary=False): the bank alone)")
     args = ap.parse_args()
     world = args.dir / "world"
     if not (world / "world.json").exists():
@@ -288,9 +294,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     left_out = sorted(rng.choice(sorted(counts), size=args.absent, replace=False).tolist())
 
-    full = Searcher(index(world / "images", args.dir / "full.index"), threads=1)
+    tag = "" if args.vocabulary else "-bank"
+    full = Searcher(index(world / "images", args.dir / f"full{tag}.index", args.vocabulary), threads=1)
     lacking_dir = lacking_folder(world, objects, set(left_out), args.dir / f"lacking-{args.seed}")
-    lacking = Searcher(index(lacking_dir, args.dir / f"lacking-{args.seed}.index"), threads=1)
+    lacking = Searcher(index(lacking_dir, args.dir / f"lacking-{args.seed}{tag}.index", args.vocabulary), threads=1)
     kept = {p: o for p, o in objects.items() if not o & set(left_out)}
 
     unseen = sorted(c.name for c in unseen_concepts())
@@ -303,7 +310,7 @@ def main() -> None:
                 args.json.write_text(json.dumps({"seed": args.seed, "variants": ranks}, indent=1))
             return
     t = time.perf_counter()
-    out = {"seed": args.seed, "scenes": len(objects), "lacking_scenes": len(kept),
+    out = {"seed": args.seed, "vocabulary": args.vocabulary, "scenes": len(objects), "lacking_scenes": len(kept),
            "tau_full": full.search("a cat", 1).match_test["tau"],
            "tau_lacking": lacking.search("a cat", 1).match_test["tau"],
            "negation": negation(full, world, objects, frequent),
@@ -313,7 +320,7 @@ def main() -> None:
            "present_full": present(full, objects)}
     out["seconds"] = round(time.perf_counter() - t, 1)
     neg = out["negation"]
-    print(f"seed {args.seed}: {len(objects)} scenes; lacking index: {len(kept)} scenes without {left_out}")
+    print(f"seed {args.seed}{'' if args.vocabulary else ' (indexes without the open vocabulary)'}: {len(objects)} scenes; lacking index: {len(kept)} scenes without {left_out}")
     print(f"negated R@5 over {neg['captions']} captions: plain CLIP {neg['r_at_5']['clip']:.3f}, "
           f"CLIPGlasses {neg['r_at_5']['glasses']:.3f}, rclip-style {neg['r_at_5']['rclip']:.3f}")
     s = neg["no_x_top10_shows_x"]

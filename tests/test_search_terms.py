@@ -142,7 +142,10 @@ def test_match_flags_present_and_absent(searcher, world, embedded, tmp_path):
     obj = common_objects(truth, 1)[0]
     res = searcher.search(f"a {obj}", 5)
     assert all(isinstance(h.match, bool) for h in res.hits) and res.matches == sum(h.match for h in res.hits)
-    assert sum(h.match and obj in truth[h.path] for h in res.hits) >= 3, [(h.path, h.match) for h in res.hits]
+    # the open vocabulary trades a few unmarked images that show obj for fewer marked ones that do not: here the
+    # top 5 all show it, and the hits marked as matches (some, not all) are ones that show it
+    marked = [h for h in res.hits if h.match]
+    assert len(marked) >= 2 and all(obj in truth[h.path] for h in marked), [(h.path, h.match) for h in res.hits]
     assert res.match_test["wanted"] == [obj] and res.match_test["tau"] > 0 and not res.no_match
     neg = searcher.search(f"no {obj}", 10)
     assert all(h.match == (obj not in truth[h.path]) for h in neg.hits)

@@ -347,6 +347,14 @@ class TrainingFreeGlasses:
                 out += self.ensemble_prompts([p for p, _ in plan.phrases])
         return out
 
+    def encode_vocabulary(self, words: Sequence[str], batch: int = 256) -> np.ndarray:
+        """(n, D) prompt-ensembled embeddings of a long word list, each as :meth:`encode_phrases` embeds a phrase,
+        without the memo (in batches of ``batch`` words)."""
+        words = list(words)
+        if not words:
+            return np.zeros((0, self.embed_dim), np.float32)
+        return np.concatenate([self._ensemble(words[i:i + batch]) for i in range(0, len(words), batch)])
+
     def _ensemble(self, phrases: list[str]) -> np.ndarray:
         """(n, D) :meth:`encode_phrases` without the memo."""
         k = len(self.settings.prompts)

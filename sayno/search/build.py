@@ -91,6 +91,8 @@ class IndexConfig:
     model: backbone spec. glasses: a Glasses checkpoint, ``"auto"`` (the shipped one for ``embedded``, the
     training-free Glasses otherwise), ``"training-free"`` or ``None``/``"none"``. rebuild: ignore (and replace) an existing index even if it was built with another
     model, Glasses checkpoint or folder. batch_size: images per forward pass; num_workers: decoding processes.
+    vocabulary: store the open vocabulary's embeddings for the match test (:mod:`sayno.search.match`; an update
+    reuses the previous version's).
     """
 
     model: str = "embedded"
@@ -103,6 +105,7 @@ class IndexConfig:
     index: str = "auto"  # flat | ivf | auto (sayno.search.ann)
     backend: str = "faiss"  # faiss | milvus (sayno.search.milvus; needs uri)
     uri: str | None = None  # milvus: ./photos.db (Milvus Lite) or http://host:19530
+    vocabulary: bool = True  # the match test also against ~3,000 WordNet nouns (sayno.search.vocabulary)
 
 
 @dataclass
@@ -648,7 +651,8 @@ def _merge(out: Path, folder: Path, scanned: Scanned, plan: _Plan, old: IndexDat
         indexed = np.load(feats, mmap_mode="r")
     if is_training_free(glasses):  # calibrated on the indexed vectors, stored with the index
         glasses = TrainingFreeGlasses.from_backbone(backbone, reference_images=indexed).identity()
-    match = match_section(glasses, backbone, indexed)  # "nothing here matches" (match.py)
+    match = match_section(glasses, backbone, indexed, cfg.vocabulary,  # "nothing here matches" (match.py)
+                          previous=None if old is None else old.envelope.sections)
     envelope = Envelope(
         FORMAT, FORMAT_VERSION, backbone.fingerprint, backbone.spec, asdict(cfg),
         {"embed_dim": dim, "logit_scale": float(backbone.logit_scale), "glasses": glasses, "root": str(folder),

@@ -49,10 +49,14 @@ def index_build(
     backend: str = typer.Option("faiss", help="faiss (in the index folder) | milvus (also uploaded to --uri)."),
     uri: str | None = typer.Option(None, help="Milvus: a Milvus Lite file (./photos.db) or a server "
                                    "(http://host:19530)."),
+    match_vocabulary: bool = typer.Option(True, "--match-vocabulary/--no-match-vocabulary", help="Test each "
+                                          "match against about 3,000 WordNet nouns too: fewer images marked as "
+                                          "matching a thing they do not show, a few more that show it unmarked "
+                                          "(docs/SEARCH.md)."),
 ) -> None:
     """Index a folder (incremental: a re-run encodes only new or changed files and drops deleted ones)."""
     cfg = IndexConfig(model=model, glasses=glasses, device=device, batch_size=batch_size, num_workers=workers,
-                      rebuild=rebuild, index=index, backend=backend, uri=uri)
+                      rebuild=rebuild, index=index, backend=backend, uri=uri, vocabulary=match_vocabulary)
     report = guard(build_index, folder, out, cfg, progress=not as_json, threads=threads, force=force)
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -45,7 +45,7 @@ from sayno.glasses.training_free import identity as training_free_identity
 from sayno.runtime import torch_threads
 from sayno.search.ann import index_info
 from sayno.search.build import check_compatible, file_sha1
-from sayno.search.match import Matcher, MatchTest, calibrate_index, stored_bank
+from sayno.search.match import Matcher, MatchTest, calibrate_index, stored_bank, stored_vocabulary
 from sayno.search.match import stored as stored_match
 from sayno.search.milvus import MilvusCoarse, attach, check_backend
 from sayno.search.store import (
@@ -489,12 +489,13 @@ class Searcher:
         with self._lock:
             cal = stored_match(data.envelope.sections)
             bank = None if cal is None else stored_bank(data.envelope.sections, data.dim)
+            vocab = None if cal is None else stored_vocabulary(data.envelope.sections, data.dim)
             if cal is None:
                 cal = calibrate_index(self.backbone, data.vectors)
             encoder = self.glasses if isinstance(self.glasses, TrainingFreeGlasses) else None
             if encoder is not None and encoder.calibration != cal:
                 encoder = None
-            matcher = Matcher(self.backbone, cal, encoder, bank=bank)
+            matcher = Matcher(self.backbone, cal, encoder, bank=bank, vocabulary_embeddings=vocab)
             self._matchers = {data.version: matcher}  # one version at a time
         return matcher
 

@@ -58,7 +58,7 @@ from sayno.checkpoint import CheckpointError, Envelope, atomic_path
 from sayno.config import ConfigError
 from sayno.errors import BackboneMismatch, SaynoError
 from sayno.glasses.training_free import Calibration, is_training_free
-from sayno.search.match import BANK_KEY, decode_bank
+from sayno.search.match import BANK_KEY, VOCAB_KEY, decode_bank
 from sayno.search.shards import NPY_HEADERS, NpyRows
 from sayno.search.table import FileTable
 
@@ -542,6 +542,15 @@ def check_meta(meta: dict[str, Any], file: str) -> None:
             except ValueError as e:
                 raise bad(f"{MATCH_SECTION} {e}") from None
             section = {k: v for k, v in section.items() if k != BANK_KEY}
+        if isinstance(section, dict) and VOCAB_KEY in section:
+            kept = section[VOCAB_KEY]
+            if not isinstance(kept, dict) or not _is_int(kept.get("version")):
+                raise bad(f"{MATCH_SECTION} vocabulary is not a {{version, rows, float32}} object")
+            try:
+                decode_bank({k: v for k, v in kept.items() if k != "version"}, dim)
+            except ValueError as e:
+                raise bad(f"{MATCH_SECTION} vocabulary: {str(e).removeprefix('bank ')}") from None
+            section = {k: v for k, v in section.items() if k != VOCAB_KEY}
         _check_calibration(section, dim, f"{MATCH_SECTION} calibration", bad)
     _check_section(meta, "backend", "kind", BACKEND_KINDS, bad)
     if (meta.get("backend") or {}).get("kind") == "milvus":

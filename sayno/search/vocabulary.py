@@ -1,0 +1,123 @@
+"""The open vocabulary of the match test: about 3,000 concrete nouns from WordNet, with their hypernym graph.
+
+The match test (:mod:`sayno.search.match`) marks an image a match for "a X" only when the image looks at least as
+much like X as like anything else it can name. Its 259-object bank (the training-free calibration's) is small:
+an image of an onion looks more like "basketball" than like any of the 259, so an index without basketballs still
+marked onions as matches. The vocabulary adds every concrete noun WordNet's sense-tagged corpus attests
+(``sayno/templates/match_vocabulary.json``, written by ``scripts/make_match_vocabulary.py``; the rule is there),
+without the words that name X itself, a kind of X or what X is a kind of (:meth:`Vocabulary.related`): an image
+of a cat must not fail "a cat" because it looks even more like "house cat" or "feline".
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from sayno.base.prompts import load_templates
+
+NAME = "match_vocabulary"
+_ARTICLES = re.compile(r"^(?:a|an|the|some|one|two|three|four|five|several|many)\s+")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """words: K nouns; senses: per word, its synset ids; parents: per synset, its hypernyms' ids; version: the
+    file's version (stored with an index's embeddings of the words)."""
+
+    words: tuple[str, ...]
+    senses: tuple[tuple[int, ...], ...]
+    parents: tuple[tuple[int, ...], ...]
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.words) != len(self.senses):
+            raise ValueError(f"{len(self.words)} words but {len(self.senses)} sense lists")
+        bad = [s for ss in (*self.senses, *self.parents) for s in ss if not 0 <= s < len(self.parents)]
+        if bad:
+            raise ValueError(f"synset id {bad[0]} outside 0..{len(self.parents) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @functools.cached_property
+    def _ancestors(self) -> tuple[frozenset[int], ...]:
+        """Per synset, itself and every synset above it."""
+        memo: dict[int, frozenset[int]] = {}
+
+        def up(s: int, path: frozenset[int] = frozenset()) -> frozenset[int]:
+            if s not in memo:
+                memo[s] = frozenset({s}).union(*(up(p, path | {s}) for p in self.parents[s] if p not in path))
+            return memo[s]
+
+        return tuple(up(s) for s in range(len(self.parents)))
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.words)}
+
+    def lookup(self, phrase: str) -> int | None:
+        """The word a phrase names, or None: the whole phrase without its article or number ("a fire engine" ->
+        "fire engine"), else its last word, else that word's singular ("two cats" -> "cat")."""
+        text = _ARTICLES.sub("", " ".join(phrase.lower().split()))
+        last = text.rsplit(" ", 1)[-1]
+        for cand in (text, last, *singulars(last)):
+            if cand in self._index:
+                return self._index[cand]
+        return None
+
+    @functools.cached_property
+    def _related(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def related(self, phrase: str) -> np.ndarray:
+        """(K,) bool, read-only: the words that are not the phrase's competitors: the word it names, its synonyms,
+        the words for what it is a kind of (hypernyms, all the way up) and for the kinds of it (hyponyms, all the
+        way down). A phrase that names no word of the vocabulary leaves out only the words equal to it.
+        Memoised per phrase (at most 4,096 kept)."""
+        memo = self._related
+        if phrase not in memo:
+            if len(memo) >= 4096:
+                memo.clear()
+            memo[phrase] = self._compute_related(phrase)
+            memo[phrase].flags.writeable = False
+        return memo[phrase]
+
+    def _compute_related(self, phrase: str) -> np.ndarray:
+        out = np.zeros(len(self.words), bool)
+        text = _ARTICLES.sub("", " ".join(phrase.lower().split()))
+        if text in self._index:
+            out[self._index[text]] = True
+        i = self.lookup(phrase)
+        if i is None:
+            return out
+        own = set(self.senses[i])
+        above = frozenset().union(*(self._ancestors[s] for s in own))
+        for j, ss in enumerate(self.senses):
+            if any(s in above or own & self._ancestors[s] for s in ss):
+                out[j] = True
+        out[i] = True
+        return out
+
+
+def singulars(word: str) -> list[str]:
+    """Candidate singulars of an English plural noun ("boxes" -> box, "berries" -> berry, "cats" -> cat)."""
+    out = []
+    if word.endswith("ies") and len(word) > 4:
+        out.append(word[:-3] + "y")
+    if word.endswith(("ses", "xes", "zes", "ches", "shes")):
+        out.append(word[:-2])
+    if word.endswith("s") and not word.endswith("ss"):
+        out.append(word[:-1])
+    return out
+
+
+@functools.cache
+def load_vocabulary(name: str = NAME) -> Vocabulary:
+    """The vocabulary of a template file (default: the shipped ``match_vocabulary.json``), read once."""
+    data = load_templates(name, required=("name", "version", "words", "senses", "parents"))
+    return Vocabulary(tuple(data["words"]), tuple(tuple(s) for s in data["senses"]),
+                      tuple(tuple(p) for p in data["parents"]), int(data["version"]))
