@@ -240,3 +240,16 @@ def test_predicate_retrieval_files_trap_each_caption_with_its_twin(tmp_path):
     affirmative = _rows(w / "pred_retrieval_test.csv")
     assert len(affirmative) == 2 * 4 * len(KINDS)
     assert all(not analyse(c).negated for r in affirmative for c in json.loads(r["captions"]))
+
+
+def test_cli_sets_the_predicate_training_scenes(tmp_path):
+    from typer.testing import CliRunner
+
+    from sayno.cli import app
+
+    r = CliRunner().invoke(app, ["world", "build", str(tmp_path / "w"), "--parts", "predicates_train", "--scale",
+                                 "0.01", "--predicate-train-scenes", "5", "-j", "1"])
+    assert r.exit_code == 0, r.output
+    assert len(_rows(tmp_path / "w" / "pred_mcq_train_activity.csv")) == 2 * 5
+    r = CliRunner().invoke(app, ["world", "build", str(tmp_path / "x"), "--predicate-train-scenes", "0"])
+    assert r.exit_code != 0

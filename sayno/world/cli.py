@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -41,6 +42,8 @@ def world_build(
                                    "predicates for Glasses; not built by default, so that a world folder trains the "
                                    "object-only Glasses the model cards describe)."),
     scale: float = typer.Option(1.0, help="Multiply every split's size (0.1 for a quick look)."),
+    predicate_train_scenes: int | None = typer.Option(None, min=1, help="Scenes per predicate kind in the "
+                                                      "predicates_train part (default: 300 times --scale)."),
     overwrite: bool = typer.Option(False, "--overwrite", "--force",
                                    help="Replace an existing world (or non-empty folder) as a whole."),
     workers: int = typer.Option(None, "--workers", "-j", help="Processes that draw the images (default: one per "
@@ -50,5 +53,7 @@ def world_build(
     predicates part: people's activities, objects upside down, one object above another)."""
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     config = guard(scaled_config, seed, style, size, scale)
+    if predicate_train_scenes is not None:
+        config = replace(config, predicate_train_scenes=predicate_train_scenes)
     manifest = guard(build_world, out, config, parts=chosen, overwrite=overwrite, workers=workers)
     console.print(f"wrote {out} ({', '.join(manifest['parts'])})")
