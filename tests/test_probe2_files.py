@@ -462,7 +462,7 @@ def test_shipped_weights_record_no_absolute_paths():
         text = json.dumps(read_header(path).to_dict())
         assert not re.search(r'"/(work|home|root|tmp|Users|mnt)/', text), path.name
     training = read_header(weights / "glasses-embedded.safetensors").sections["training"]
-    assert training["data_root"] == "world-v4" and "negation_train.csv" in training["data"]
+    assert training["data_root"] == "world-v4x" and "negation_train.csv" in training["data"]  # the card's folder
 
 
 def test_new_checkpoints_record_data_relative_to_its_root(tmp_path):
