@@ -137,3 +137,19 @@ def test_an_index_built_with_the_vocabulary_stores_it_and_search_uses_it(tmp_pat
     (images / "test" / min(p.name for p in (images / "test").iterdir())).unlink()
     build_index(images, tmp_path / "open.index", IndexConfig(), backbone=embedded, progress=False)
     assert read_index(tmp_path / "open.index").envelope.sections["match"][VOCAB_KEY] == first
+
+
+def test_the_shipped_file_is_what_the_script_writes_from_wordnet(scripts, tmp_path):
+    from sayno.ood.wordlist import find_wordnet
+
+    folder = find_wordnet()
+    if folder is None:
+        pytest.skip("WordNet (Debian wordnet-base) is not installed")
+    import json
+
+    from sayno.base.prompts import load_templates
+
+    with scripts("scripts/make_match_vocabulary.py") as m:
+        built = m.build(folder)
+    shipped = load_templates("match_vocabulary")
+    assert json.loads(json.dumps(built)) == shipped  # the rule, not a hand-made list
