@@ -28,6 +28,11 @@ def test_a_query_leaves_out_its_own_word_its_kinds_and_what_it_is_a_kind_of():
     assert not {"cat", "chair", "apple", "horse"} & out  # other things stay competitors
     assert v.related("two dogs").tolist() == v.related("dog").tolist() == v.related("The Dog").tolist()
     assert v.lookup("a fire engine") is not None  # the phrase, else its head noun
+    # every thing a phrase names leaves the competitors: a dog on a sofa must not lose to "dog" or to "couch"
+    assert [v.words[i] for i in v.named("a dog on a sofa")] == ["dog", "sofa"]
+    on_sofa = {v.words[i] for i in np.flatnonzero(v.related("a dog on a sofa"))}
+    assert {"dog", "puppy", "sofa", "couch"} <= on_sofa and "cat" not in on_sofa
+    assert v.named("two apples and a tree") == [v.words.index("apple"), v.words.index("tree")]
     nothing = v.related("a zorblax")
     assert not nothing.any() and not nothing.flags.writeable
     assert singulars("berries") == ["berry", "berrie"] and singulars("boxes") == ["box", "boxe"]

@@ -69,15 +69,38 @@ class Vocabulary:
                 return self._index[cand]
         return None
 
+    def named(self, phrase: str) -> list[int]:
+        """Every word of the vocabulary the phrase names, longest first, left to right ("a dog on a sofa" -> dog,
+        sofa; "a fire engine near two trees" -> engine, tree): runs of up to three words, each tried as written
+        and with its last word made singular."""
+        words = [w for w in re.findall(r"[a-z][a-z'-]*", phrase.lower())]
+        out, i = [], 0
+        while i < len(words):
+            for n in (3, 2, 1):
+                run = words[i:i + n]
+                if len(run) < n:
+                    continue
+                head = " ".join(run[:-1])
+                hit = next((self._index[c] for c in (" ".join(run), *(f"{head} {s}".strip() for s in
+                            singulars(run[-1]))) if c in self._index), None)
+                if hit is not None:
+                    out.append(hit)
+                    i += n
+                    break
+            else:
+                i += 1
+        return out
+
     @functools.cached_property
     def _related(self) -> dict[str, np.ndarray]:
         return {}
 
     def related(self, phrase: str) -> np.ndarray:
-        """(K,) bool, read-only: the words that are not the phrase's competitors: the word it names, its synonyms,
-        the words for what it is a kind of (hypernyms, all the way up) and for the kinds of it (hyponyms, all the
-        way down). A phrase that names no word of the vocabulary leaves out only the words equal to it.
-        Memoised per phrase (at most 4,096 kept)."""
+        """(K,) bool, read-only: the words that are not the phrase's competitors: every word it names
+        (:meth:`named`; "a dog on a sofa" is not beaten by "dog" or "sofa"), their synonyms, the words for what they
+        are kinds of (hypernyms, all the way up) and for the kinds of them (hyponyms, all the way down). A phrase
+        that names no word of the vocabulary leaves out only the words equal to it. Memoised per phrase (at most
+        4,096 kept)."""
         memo = self._related
         if phrase not in memo:
             if len(memo) >= 4096:
@@ -91,15 +114,16 @@ class Vocabulary:
         text = _ARTICLES.sub("", " ".join(phrase.lower().split()))
         if text in self._index:
             out[self._index[text]] = True
-        i = self.lookup(phrase)
-        if i is None:
+        head = self.lookup(phrase)
+        hits = set(self.named(phrase)) | ({head} if head is not None else set())
+        if not hits:
             return out
-        own = set(self.senses[i])
+        own = {s for i in hits for s in self.senses[i]}
         above = frozenset().union(*(self._ancestors[s] for s in own))
         for j, ss in enumerate(self.senses):
             if any(s in above or own & self._ancestors[s] for s in ss):
                 out[j] = True
-        out[i] = True
+        out[sorted(hits)] = True
         return out
 
 
