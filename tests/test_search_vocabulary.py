@@ -124,6 +124,8 @@ def test_an_index_built_with_the_vocabulary_stores_it_and_search_uses_it(tmp_pat
     plain, opened = Searcher(tmp_path / "plain.index", backbone=embedded), Searcher(tmp_path / "open.index",
                                                                                     backbone=embedded)
     assert plain.matcher().words is None and len(opened.matcher().words) == len(load_vocabulary())
+    assert plain.search("a cat", 3).match_test["vocabulary"] == 0
+    assert opened.search("a cat", 3).match_test["vocabulary"] == len(load_vocabulary())
     for query, fewer in (("a cat", True), ("a basketball", True), ("a scene with no dog", False)):
         a, b = plain.search(query, 10), opened.search(query, 10)
         assert [h.path for h in a.hits] == [h.path for h in b.hits]  # the ranking is not the match test's

@@ -130,7 +130,8 @@ def _print_result(result: SearchResult) -> None:
         err.print(f"read as: {result.reading}  (subtracted terms repel; added ones attract)")
     test = result.match_test
     if test:
-        err.print(f"match test: {_describe_test(test)} (tau={test.get('tau')})")
+        words = f", against {test['vocabulary']:,} words too" if test.get("vocabulary") else ""
+        err.print(f"match test: {_describe_test(test)} (tau={test.get('tau')}{words})")
     title = f"{result.query!r}: {how}, {result.index_size} images, {result.ms:.0f} ms"
     if result.no_match:
         err.print(f"[bold]{result.no_match}[/]" + (" (the nearest images follow)" if result.hits else ""))

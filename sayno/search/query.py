@@ -89,7 +89,8 @@ class SearchResult:
     """Hits of one query and how they were scored. ``method``: "clip" or "glasses"; ``phrases``: the negated
     phrases and their caption-only ``lambda``; ``notes``: anything the user should know (truncation, ...).
     ``terms``: the rclip-style terms as read (text, weight, sign "+"/"-", kind), ``reading``: the same in one
-    line; ``match_test``: the phrases the match test wants present and absent, and its ``tau``; ``matches``:
+    line; ``match_test``: the phrases the match test wants present and absent, its ``tau`` and how many words
+    of the open vocabulary it weighs (``vocabulary``, 0 without); ``matches``:
     how many hits match; ``no_match``: "no image here looks like ..." when none does, else ""."""
 
     query: str
@@ -352,7 +353,8 @@ class Searcher:
         matcher = self._matcher(data)
         with self._lock:  # may embed phrases with the backbone (one text encoder call at a time)
             flags = matcher.flags(test, data.features(order)) if len(order) else np.zeros(0, bool)
-        result.match_test = {**test.to_dict(), "tau": round(matcher.tau, 4)}
+        result.match_test = {**test.to_dict(), "tau": round(matcher.tau, 4),
+                             "vocabulary": 0 if matcher.words is None else len(matcher.words)}
         if matches_only:
             order, scores, refined, flags = order[flags], scores[flags], refined[flags], flags[flags]
         order, scores, refined, flags = order[:k], scores[:k], refined[:k], flags[:k]

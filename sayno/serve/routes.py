@@ -65,6 +65,7 @@ class MatchTestOut(BaseModel):
     wanted: list[str] = Field(description="Phrases a matching image shows")
     unwanted: list[str] = Field(description="Phrases a matching image does not show ('no X', '- X')")
     tau: float = Field(description="The index's presence threshold (training-free calibration)")
+    vocabulary: int = Field(0, description="Words of the open vocabulary the test weighs (0: the bank alone)")
 
 
 class SearchOut(BaseModel):
