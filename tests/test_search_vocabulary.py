@@ -19,6 +19,7 @@ def test_the_shipped_vocabulary_holds_concrete_nouns_and_their_graph():
     assert {"dog", "chair", "apple", "bicycle", "tree"} <= set(v.words)
     assert not {"idea", "happiness", "running", "mathematics"} & set(v.words)  # not concrete things
     assert list(v.words) == sorted(set(v.words))
+    assert all(i in v.named(w) for i, w in enumerate(v.words))  # every entry names itself ("b-52", four words)
 
 
 def test_a_query_leaves_out_its_own_word_its_kinds_and_what_it_is_a_kind_of():
@@ -27,7 +28,7 @@ def test_a_query_leaves_out_its_own_word_its_kinds_and_what_it_is_a_kind_of():
     assert {"dog", "puppy", "terrier", "mammal"} <= out  # itself, kinds of dog, what a dog is
     assert not {"cat", "chair", "apple", "horse"} & out  # other things stay competitors
     assert v.related("two dogs").tolist() == v.related("dog").tolist() == v.related("The Dog").tolist()
-    assert v.lookup("a fire engine") is not None  # the phrase, else its head noun
+    assert [v.words[i] for i in v.named("two fire engines")] == ["fire", "engine"]  # singular of the last word
     # every thing a phrase names leaves the competitors: a dog on a sofa must not lose to "dog" or to "couch"
     assert [v.words[i] for i in v.named("a dog on a sofa")] == ["dog", "sofa"]
     on_sofa = {v.words[i] for i in np.flatnonzero(v.related("a dog on a sofa"))}

@@ -81,10 +81,9 @@ LITOTES = frozenset({"bad", "terrible", "awful", "horrible", "shabby", "ugly", "
 ABSENCE_WORDS = frozenset({"absent", "missing", "gone", "lacking"})
 DEGREE = frozenset({"too", "so", "that", "at", "all", "half", "entirely", "altogether", "very"})
 NEG_WORDS = frozenset({"not", "n't", "never", "nt"})
-#: how a word that describes a noun may hang on it in a fragment ("a kitten, asleep": the small pipeline's labels)
-STATE_DEPS = frozenset({"advmod", "amod", "intj", "appos", "acl", "npadvmod", "dep"})
-#: the links :func:`_described` follows from a negated state up to what it describes
-WALK_DEPS = STATE_DEPS | {"conj", "acomp"}
+#: the links :func:`_described` follows from a negated state up to what it describes: how a word that describes a
+#: noun may hang on it in a fragment ("a kitten, asleep": the small pipeline's labels), conjuncts and complements
+WALK_DEPS = frozenset({"advmod", "amod", "intj", "appos", "acl", "npadvmod", "dep", "conj", "acomp"})
 
 
 @dataclass(frozen=True)

@@ -271,13 +271,19 @@ class Matcher:
 
     def present(self, phrases: Sequence[str], images: np.ndarray) -> np.ndarray:
         """(P, M) bool: each phrase present in each of the (M, D) images (:func:`presence` against
-        :meth:`competitors`)."""
+        :meth:`competitors`). The vocabulary's words are weighed only on the images that pass against the bank
+        (the same answer: the competitors are the bank's best or more), which spares most of its product."""
         images = np.asarray(images, np.float32)
         if not len(phrases):
             return np.zeros((0, len(images)), bool)
         emb = self.encoder.encode_phrases(list(phrases))
-        return presence(emb @ images.T, self.competitors(phrases, images), relative(emb, self._mu, images),
-                        self.tau, self.level)
+        sims = emb @ images.T
+        bank_best = (self.bank() @ images.T).max(0) if len(images) else np.zeros(0, np.float32)
+        ok = presence(sims, bank_best, relative(emb, self._mu, images), self.tau, self.level)
+        cols = np.flatnonzero(ok.any(0))
+        if self._vocab is not None and len(cols):
+            ok[:, cols] &= sims[:, cols] >= self.competitors(phrases, images[cols]) - 1e-6
+        return ok
 
 
 __all__ = ["BANK_KEY", "SECTION", "VOCAB_KEY", "MatchTest", "Matcher", "calibrate_index", "decode_bank", "encode_bank", "match_flags",

@@ -20,7 +20,7 @@ import numpy as np
 from sayno.base.prompts import load_templates
 
 NAME = "match_vocabulary"
-_ARTICLES = re.compile(r"^(?:a|an|the|some|one|two|three|four|five|several|many)\s+")
+_WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 
 
 @dataclass(frozen=True)
@@ -59,24 +59,18 @@ class Vocabulary:
     def _index(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.words)}
 
-    def lookup(self, phrase: str) -> int | None:
-        """The word a phrase names, or None: the whole phrase without its article or number ("a fire engine" ->
-        "fire engine"), else its last word, else that word's singular ("two cats" -> "cat")."""
-        text = _ARTICLES.sub("", " ".join(phrase.lower().split()))
-        last = text.rsplit(" ", 1)[-1]
-        for cand in (text, last, *singulars(last)):
-            if cand in self._index:
-                return self._index[cand]
-        return None
+    @functools.cached_property
+    def _longest(self) -> int:
+        return max((len(_WORD.findall(w)) for w in self.words), default=1)
 
     def named(self, phrase: str) -> list[int]:
         """Every word of the vocabulary the phrase names, longest first, left to right ("a dog on a sofa" -> dog,
-        sofa; "a fire engine near two trees" -> engine, tree): runs of up to three words, each tried as written
-        and with its last word made singular."""
-        words = [w for w in re.findall(r"[a-z][a-z'-]*", phrase.lower())]
+        sofa; "two fire engines" -> fire, engine): runs of words as long as the vocabulary's longest entry, each
+        tried as written and with its last word made singular."""
+        words = _WORD.findall(phrase.lower())
         out, i = [], 0
         while i < len(words):
-            for n in (3, 2, 1):
+            for n in range(self._longest, 0, -1):
                 run = words[i:i + n]
                 if len(run) < n:
                     continue
@@ -99,8 +93,7 @@ class Vocabulary:
         """(K,) bool, read-only: the words that are not the phrase's competitors: every word it names
         (:meth:`named`; "a dog on a sofa" is not beaten by "dog" or "sofa"), their synonyms, the words for what they
         are kinds of (hypernyms, all the way up) and for the kinds of them (hyponyms, all the way down). A phrase
-        that names no word of the vocabulary leaves out only the words equal to it. Memoised per phrase (at most
-        4,096 kept)."""
+        that names no word of the vocabulary leaves none out. Memoised per phrase (at most 4,096 kept)."""
         memo = self._related
         if phrase not in memo:
             if len(memo) >= 4096:
@@ -111,11 +104,7 @@ class Vocabulary:
 
     def _compute_related(self, phrase: str) -> np.ndarray:
         out = np.zeros(len(self.words), bool)
-        text = _ARTICLES.sub("", " ".join(phrase.lower().split()))
-        if text in self._index:
-            out[self._index[text]] = True
-        head = self.lookup(phrase)
-        hits = set(self.named(phrase)) | ({head} if head is not None else set())
+        hits = set(self.named(phrase))
         if not hits:
             return out
         own = {s for i in hits for s in self.senses[i]}
